@@ -1,0 +1,89 @@
+# model-lineage — the verbs users type.
+#
+#   make demo      set up, start the embedded local stack, run the main job
+#   make test      set up and run the test suite (unit + integration against real servers)
+#   make lint      ruff + mypy
+#   make install   .venv from the lock (a no-op in seconds when nothing changed)
+#   make lock      re-resolve requirements.lock from pyproject.toml (needs the package index)
+#
+# torch/torchvision are installed by pip before the rest of the lock because uv does not see
+# machine-local wheel copies; uv then installs the locked remainder and keeps that torch.
+# Users with internet who want the smaller CPU-only wheels:
+#   make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION ?= 0.13.9
+TORCH_VERSION ?= 2.14.1
+TORCHVISION_VERSION ?= 0.29.1
+TORCH_INDEX_URL ?=
+PYTEST_ARGS ?=
+
+# Packages that exist only to serve the CUDA build of torch: left out of requirements.lock so
+# that a CPU-only torch (TORCH_INDEX_URL) does not drag gigabytes of CUDA libraries back in.
+TORCH_ONLY := torch torchvision triton cuda-bindings cuda-pathfinder cuda-toolkit \
+  nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 \
+  nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse \
+  nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx
+
+.PHONY: help install lock lint test test-unit test-integration demo stack-up stack-down clean
+
+help:
+	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+# Layer 1: torch, from the machine's wheels (or TORCH_INDEX_URL), its shared deps held to the lock.
+$(VENV)/.torch-$(TORCH_VERSION): requirements.lock | $(BIN)/uv
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL) --extra-index-url https://pypi.org/simple) \
+	  --constraint requirements.lock "torch==$(TORCH_VERSION)" "torchvision==$(TORCHVISION_VERSION)"
+	touch $@
+
+# Layer 2: everything else, exactly as locked, then the project itself (editable).
+$(VENV)/.installed: requirements.lock pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -r requirements.lock
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+lock: | $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --no-header --quiet \
+	  $(addprefix --no-emit-package ,$(TORCH_ONLY)) -o requirements.lock
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/lineage stack up
+	$(BIN)/lineage stack status
+
+stack-up: install
+	$(BIN)/lineage stack up
+
+stack-down: install
+	$(BIN)/lineage stack down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The SageMaker inference server: /ping, /invocations, answers that carry their lineage."""

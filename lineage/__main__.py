@@ -1,0 +1,5 @@
+"""``python -m lineage`` is the `lineage` command."""
+
+from lineage.cli.app import main
+
+main()

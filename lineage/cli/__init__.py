@@ -1,0 +1,1 @@
+"""The `lineage` command line: thin commands, each one call into a plain function."""

@@ -1,0 +1,51 @@
+"""The root `lineage` command; subcommands live in one module each."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.text import Text
+
+from lineage import __version__
+from lineage.cli import stack
+from lineage.cli.output import err_console
+from lineage.errors import LineageError
+
+app = typer.Typer(
+    name="lineage",
+    help="Trace every model to the exact data (and records) that trained it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack.app, name="stack")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lineage {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """model-lineage command line."""
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one clear line, not a traceback."""
+    try:
+        app()
+    except LineageError as exc:
+        err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+        if exc.details:
+            err_console.print(exc.details, soft_wrap=True, markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,76 @@
+"""`lineage stack up|status|down|repo`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lineage.cli.output import console, emit_json, progress
+from lineage.config import Settings
+from local.stack import LocalStack, StackStatus
+
+app = typer.Typer(help="Start, inspect and stop the embedded local stack.", no_args_is_help=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _stack() -> LocalStack:
+    return LocalStack(Settings.from_env())
+
+
+def _print_status(status: StackStatus) -> None:
+    table = Table(title=f"lineage stack ({status.home})", title_justify="left")
+    for column in ("service", "url", "pid", "healthy"):
+        table.add_column(column)
+    for name, svc in status.services.items():
+        healthy = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "not checked"}[
+            svc.healthy
+        ]
+        pid = str(svc.pid) if svc.pid else ("external" if not svc.embedded else "-")
+        table.add_row(name, svc.url, pid, healthy)
+    console.print(table)
+
+
+@app.command()
+def up(json_output: JsonFlag = False) -> None:
+    """Start the git server, S3 store and MLflow server (idempotent); print their URLs."""
+    status = _stack().up(report=progress)
+    if json_output:
+        emit_json(status.to_json())
+    else:
+        _print_status(status)
+        console.print(f"MLflow UI: {status.services['mlflow'].url}")
+
+
+@app.command()
+def status(json_output: JsonFlag = False) -> None:
+    """Each service's URL, pid and health, plus the resolved configuration."""
+    result = _stack().status()
+    if json_output:
+        emit_json(result.to_json())
+    else:
+        _print_status(result)
+    if not result.healthy:
+        raise typer.Exit(code=3)
+
+
+@app.command()
+def down() -> None:
+    """Stop the services cleanly. Data (repos, objects, runs) stays under LINEAGE_HOME."""
+    stopped = _stack().down(report=progress)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def repo(
+    name: Annotated[str, typer.Argument(help="Repository name, e.g. dvc-datasets.")],
+    json_output: JsonFlag = False,
+) -> None:
+    """Create (or show) a bare git repository on the git server; print its clone URL."""
+    url, created = _stack().create_repo(name)
+    if json_output:
+        emit_json({"name": name.removesuffix(".git"), "url": url, "created": created})
+    else:
+        console.print(url)

@@ -1,0 +1,193 @@
+"""All configuration in one place: ``LINEAGE_*`` environment variables and their defaults.
+
+Defaults describe the embedded local stack (git server, SeaweedFS S3 store, MLflow server as
+local processes under ``.lineage/``). Pointing ``LINEAGE_S3_ENDPOINT`` or ``LINEAGE_MLFLOW_URI``
+at existing services (MinIO, AWS S3, a shared MLflow) replaces the embedded one; the jobs do
+not know the difference. `Settings.describe()` is what ``lineage stack status --json`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lineage.errors import ConfigError
+from lineage.redact import redact_url
+
+# Ports below the Linux ephemeral range (32768+), away from 5000 (MLflow), 8080 (SageMaker
+# serving), 8333/9333 (SeaweedFS), 9000 (MinIO).
+DEFAULT_GIT_PORT = 28180
+DEFAULT_S3_PORT = 28181
+DEFAULT_MLFLOW_PORT = 28182
+DEFAULT_SEAWEED_PORT_BASE = (
+    28190  # master, master gRPC, volume, volume gRPC, filer, filer gRPC, s3 gRPC
+)
+SEAWEED_INTERNAL_PORTS = 7
+
+# The embedded SeaweedFS runs without identities (no auth), so any key pair works; these are
+# not secrets, they only keep AWS SDKs from refusing to sign.
+EMBEDDED_ACCESS_KEY_ID = "lineage-local"
+EMBEDDED_SECRET_ACCESS_KEY = "lineage-local-not-a-secret"  # noqa: S105 - see above
+
+ENV_VARS: dict[str, str] = {
+    "LINEAGE_HOME": "state directory of the embedded stack (default ./.lineage)",
+    "LINEAGE_HOST": "address the embedded services bind to and are reached at (default 127.0.0.1)",
+    "LINEAGE_GIT_PORT": f"git server port (default {DEFAULT_GIT_PORT})",
+    "LINEAGE_S3_PORT": f"S3 store port (default {DEFAULT_S3_PORT})",
+    "LINEAGE_MLFLOW_PORT": f"MLflow server port (default {DEFAULT_MLFLOW_PORT})",
+    "LINEAGE_SEAWEED_PORT_BASE": (
+        f"first of {SEAWEED_INTERNAL_PORTS} internal SeaweedFS ports "
+        f"(default {DEFAULT_SEAWEED_PORT_BASE})"
+    ),
+    "LINEAGE_S3_ENDPOINT": "use this S3 endpoint (MinIO, AWS) instead of starting SeaweedFS",
+    "LINEAGE_MLFLOW_URI": "use this MLflow tracking server instead of starting one",
+    "LINEAGE_DVC_BUCKET": "bucket of the DVC remote (default lineage-dvc)",
+    "LINEAGE_MLFLOW_BUCKET": "bucket for MLflow artifacts (default lineage-mlflow)",
+    "LINEAGE_STARTUP_TIMEOUT": "seconds `stack up` waits for each service (default 180)",
+    "LINEAGE_WEED_BIN": "path of the SeaweedFS `weed` binary (default: from the venv / PATH)",
+}
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number", f"set {name} to an integer") from None
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name}={value} is not a valid port", f"set {name} to 1-65535")
+    return value
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number", f"set {name} to seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={value} must be positive", f"set {name} to seconds > 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Build it with `Settings.from_env()`."""
+
+    home: Path
+    host: str = "127.0.0.1"
+    git_port: int = DEFAULT_GIT_PORT
+    s3_port: int = DEFAULT_S3_PORT
+    mlflow_port: int = DEFAULT_MLFLOW_PORT
+    seaweed_port_base: int = DEFAULT_SEAWEED_PORT_BASE
+    s3_endpoint_override: str | None = None
+    mlflow_uri_override: str | None = None
+    dvc_bucket: str = "lineage-dvc"
+    mlflow_bucket: str = "lineage-mlflow"
+    startup_timeout: float = 180.0
+    weed_bin: str | None = None
+    aws_access_key_id: str = EMBEDDED_ACCESS_KEY_ID
+    aws_secret_access_key: str = field(default=EMBEDDED_SECRET_ACCESS_KEY, repr=False)
+    aws_region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("LINEAGE_HOME") or ".lineage").expanduser().absolute()
+        s3_override = env.get("LINEAGE_S3_ENDPOINT") or None
+        # Embedded store: fixed non-secret keys. External store: the standard AWS chain.
+        key_id = env.get("AWS_ACCESS_KEY_ID") if s3_override else None
+        secret = env.get("AWS_SECRET_ACCESS_KEY") if s3_override else None
+        return cls(
+            home=home,
+            host=env.get("LINEAGE_HOST") or "127.0.0.1",
+            git_port=_env_int(env, "LINEAGE_GIT_PORT", DEFAULT_GIT_PORT),
+            s3_port=_env_int(env, "LINEAGE_S3_PORT", DEFAULT_S3_PORT),
+            mlflow_port=_env_int(env, "LINEAGE_MLFLOW_PORT", DEFAULT_MLFLOW_PORT),
+            seaweed_port_base=_env_int(env, "LINEAGE_SEAWEED_PORT_BASE", DEFAULT_SEAWEED_PORT_BASE),
+            s3_endpoint_override=s3_override.rstrip("/") if s3_override else None,
+            mlflow_uri_override=(env.get("LINEAGE_MLFLOW_URI") or "").rstrip("/") or None,
+            dvc_bucket=env.get("LINEAGE_DVC_BUCKET") or "lineage-dvc",
+            mlflow_bucket=env.get("LINEAGE_MLFLOW_BUCKET") or "lineage-mlflow",
+            startup_timeout=_env_float(env, "LINEAGE_STARTUP_TIMEOUT", 180.0),
+            weed_bin=env.get("LINEAGE_WEED_BIN") or None,
+            aws_access_key_id=key_id or EMBEDDED_ACCESS_KEY_ID,
+            aws_secret_access_key=secret or EMBEDDED_SECRET_ACCESS_KEY,
+            aws_region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1",
+        )
+
+    # -- where things are --------------------------------------------------------------------
+    @property
+    def git_url(self) -> str:
+        """Base URL of the git server; repos are ``<git_url>/<name>.git``."""
+        return f"http://{self.host}:{self.git_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.s3_endpoint_override or f"http://{self.host}:{self.s3_port}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_uri_override or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def embedded_s3(self) -> bool:
+        return self.s3_endpoint_override is None
+
+    @property
+    def embedded_mlflow(self) -> bool:
+        return self.mlflow_uri_override is None
+
+    @property
+    def dvc_remote_url(self) -> str:
+        return f"s3://{self.dvc_bucket}/dvc"
+
+    @property
+    def mlflow_artifacts_destination(self) -> str:
+        return f"s3://{self.mlflow_bucket}/artifacts"
+
+    @property
+    def seaweed_ports(self) -> list[int]:
+        return list(range(self.seaweed_port_base, self.seaweed_port_base + SEAWEED_INTERNAL_PORTS))
+
+    def repo_url(self, name: str) -> str:
+        return f"{self.git_url}/{name}.git"
+
+    # -- what clients (jobs, DVC, MLflow, boto3) need in their environment --------------------
+    def client_env(self) -> dict[str, str]:
+        """Environment for a process that talks to this stack (a job, the dvc CLI, a test)."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+            "AWS_DEFAULT_REGION": self.aws_region,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved settings as plain JSON-able data, credentials redacted."""
+        return {
+            "home": str(self.home),
+            "host": self.host,
+            "git_url": self.git_url,
+            "s3_endpoint": redact_url(self.s3_endpoint),
+            "mlflow_uri": redact_url(self.mlflow_uri),
+            "embedded": {"s3": self.embedded_s3, "mlflow": self.embedded_mlflow, "git": True},
+            "dvc_remote": self.dvc_remote_url,
+            "mlflow_artifacts": self.mlflow_artifacts_destination,
+            "ports": {
+                "git": self.git_port,
+                "s3": self.s3_port,
+                "mlflow": self.mlflow_port,
+                "seaweed_internal": self.seaweed_ports,
+            },
+            "startup_timeout_s": self.startup_timeout,
+        }

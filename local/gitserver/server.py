@@ -1,0 +1,275 @@
+"""HTTP front for `git http-backend` (CGI), plus ``/health`` and ``/api/repos``.
+
+Why not a ready-made server: the stdlib's CGI handler is deprecated, and the ones on PyPI
+either do not stream (pushes of datasets' pointer files are small, but clones of big repos are
+not) or do not handle chunked request bodies, which git sends for pushes over 1 MiB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger("lineage.gitserver")
+
+_REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_COPY_CHUNK = 64 * 1024
+
+
+def valid_repo_name(name: str) -> bool:
+    """Names a hosted service would accept; no paths, no traversal, no leading dot or dash."""
+    return bool(_REPO_NAME.match(name)) and ".." not in name and not name.endswith(".git")
+
+
+def init_bare_repo(root: Path, name: str) -> tuple[Path, bool]:
+    """Create ``<root>/<name>.git`` if missing. Returns its path and whether it was created."""
+    path = root / f"{name}.git"
+    if (path / "HEAD").is_file():
+        return path, False
+    git = shutil.which("git") or "git"
+    subprocess.run(
+        [git, "init", "--quiet", "--bare", "--initial-branch=main", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    # Pushes over HTTP are allowed for everyone who can reach the loopback server; the
+    # embedded stack has no users. Refuse history rewrites, as a protected host would.
+    for key, value in (
+        ("http.receivepack", "true"),
+        ("receive.denyNonFastForwards", "true"),
+        ("receive.denyDeletes", "true"),
+    ):
+        subprocess.run([git, "config", "--file", str(path / "config"), key, value], check=True)
+    return path, True
+
+
+class GitHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, address: tuple[str, int]) -> None:
+        self.root = root
+        self.git = shutil.which("git")
+        if self.git is None:
+            raise SystemExit("git not found on PATH: install git (e.g. apt-get install git)")
+        super().__init__(address, GitRequestHandler)
+
+
+class GitRequestHandler(BaseHTTPRequestHandler):
+    server: GitHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "lineage-git/1"
+
+    # -- routing -------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/health":
+            self._send_json(HTTPStatus.OK, {"status": "ok"})
+        elif path == "/api/repos":
+            repos = sorted(p.name[: -len(".git")] for p in self.server.root.glob("*.git"))
+            self._send_json(HTTPStatus.OK, {"repos": repos})
+        else:
+            self._run_backend()
+
+    def do_POST(self) -> None:
+        path = urlsplit(self.path).path
+        if path.startswith("/api/repos/"):
+            self._create_repo(path[len("/api/repos/") :])
+        else:
+            self._run_backend()
+
+    def do_HEAD(self) -> None:
+        self._run_backend()
+
+    # -- admin API -----------------------------------------------------------------------------
+    def _create_repo(self, name: str) -> None:
+        self._drain_body()
+        name = name.strip("/").removesuffix(".git")
+        if not valid_repo_name(name):
+            self._send_json(
+                HTTPStatus.BAD_REQUEST,
+                {"error": f"invalid repository name {name!r}: use letters, digits, . _ -"},
+            )
+            return
+        _, created = init_bare_repo(self.server.root, name)
+        status = HTTPStatus.CREATED if created else HTTPStatus.OK
+        self._send_json(status, {"name": name, "path": f"/{name}.git", "created": created})
+
+    # -- git http-backend as CGI ---------------------------------------------------------------
+    def _run_backend(self) -> None:
+        parts = urlsplit(self.path)
+        repo = parts.path.lstrip("/").split("/", 1)[0]
+        if not repo.endswith(".git") or not valid_repo_name(repo.removesuffix(".git")):
+            self._drain_body()
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no repository at {parts.path}"})
+            return
+        if not (self.server.root / repo / "HEAD").is_file():
+            self._drain_body()
+            self._send_json(
+                HTTPStatus.NOT_FOUND,
+                {
+                    "error": f"repository {repo} does not exist: create it with "
+                    f"`lineage stack repo {repo.removesuffix('.git')}`"
+                },
+            )
+            return
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "GIT_PROJECT_ROOT": str(self.server.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GIT_HTTP_MAX_REQUEST_BUFFER": "100M",
+            "REQUEST_METHOD": self.command,
+            "PATH_INFO": parts.path,
+            "QUERY_STRING": parts.query,
+            "REMOTE_ADDR": self.client_address[0],
+            "REMOTE_USER": "lineage",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+        }
+        length = self.headers.get("Content-Length")
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        if length is not None and not chunked:
+            env["CONTENT_LENGTH"] = length
+        if encoding := self.headers.get("Content-Encoding"):
+            env["HTTP_CONTENT_ENCODING"] = encoding
+        if protocol := self.headers.get("Git-Protocol"):
+            env["GIT_PROTOCOL"] = protocol
+        assert self.server.git is not None
+        proc = subprocess.Popen(
+            [self.server.git, "http-backend"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        feeder = threading.Thread(
+            target=self._feed_body, args=(proc.stdin, chunked, int(length or 0)), daemon=True
+        )
+        feeder.start()
+        stderr_lines: list[bytes] = []
+        drain = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+        drain.start()
+        try:
+            self._relay_cgi_response(proc.stdout)
+        finally:
+            feeder.join(timeout=60)
+            proc.wait(timeout=600)
+            drain.join(timeout=5)
+            for line in stderr_lines:
+                log.warning("http-backend: %s", line.decode(errors="replace").rstrip())
+
+    def _feed_body(self, sink: IO[bytes], chunked: bool, length: int) -> None:
+        try:
+            chunks = self._chunked_body() if chunked else self._fixed_body(length)
+            for chunk in chunks:
+                sink.write(chunk)
+        except (BrokenPipeError, ConnectionError):
+            pass
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                sink.close()
+
+    def _fixed_body(self, length: int) -> Iterator[bytes]:
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(_COPY_CHUNK, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
+
+    def _chunked_body(self) -> Iterator[bytes]:
+        while True:
+            size_line = self.rfile.readline(1024)
+            if not size_line:
+                return
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                # trailers, up to the blank line
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            yield from self._fixed_body(size)
+            self.rfile.readline(8)  # CRLF after each chunk
+
+    def _drain_body(self) -> None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            for _ in self._chunked_body():
+                pass
+        else:
+            for _ in self._fixed_body(int(self.headers.get("Content-Length") or 0)):
+                pass
+
+    def _relay_cgi_response(self, out: IO[bytes]) -> None:
+        status = HTTPStatus.OK.value
+        reason = "OK"
+        headers: list[tuple[str, str]] = []
+        while True:
+            line = out.readline()
+            if not line or line in (b"\r\n", b"\n"):
+                break
+            key, _, value = line.decode("latin-1").partition(":")
+            key, value = key.strip(), value.strip()
+            if key.lower() == "status":
+                code, _, reason = value.partition(" ")
+                status = int(code)
+            else:
+                headers.append((key, value))
+        self.send_response(status, reason or None)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        while chunk := out.read1(_COPY_CHUNK) if hasattr(out, "read1") else out.read(_COPY_CHUNK):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _send_json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+
+def serve(root: Path, host: str, port: int) -> None:
+    """Serve the repos under `root` until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    server = GitHTTPServer(root, (host, port))
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("serving %s on http://%s:%d", root, host, port)
+    server.serve_forever(poll_interval=0.2)
+    server.server_close()
+    log.info("stopped")

@@ -1,0 +1,147 @@
+"""Start, find and stop detached service processes through pid files.
+
+Each service runs in its own session (process group) so that `stop` reaches its workers too
+(``mlflow server`` forks uvicorn/gunicorn workers), and so that it outlives the CLI call that
+started it. A pid file is trusted only if the process it names still runs the expected
+command line: pids get reused, and a stale file must never make us signal a stranger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lineage.errors import StackError
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid in `pid_file`, None if there is no file. A corrupt file is an error."""
+    try:
+        text = pid_file.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise StackError(
+            f"state file {pid_file} is unreadable ({exc.__class__.__name__})",
+            f"make sure no lineage service from {pid_file.parent.parent} still runs (`ps -ef`), "
+            f"then delete {pid_file}",
+        ) from None
+    if not text.isdigit() or int(text) <= 1:
+        raise StackError(
+            f"state file {pid_file} is corrupt (expected a process id, found {text[:40]!r})",
+            f"make sure no lineage service from {pid_file.parent.parent} still runs (`ps -ef`), "
+            f"then delete {pid_file}",
+        )
+    return int(text)
+
+
+def is_alive(pid: int) -> bool:
+    """True if `pid` runs and is not a zombie (reaping it if it is our own dead child)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    if state in ("Z", "X"):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def running_pid(pid_file: Path, marker: str) -> int | None:
+    """The pid recorded in `pid_file` if that process is alive and its command line contains
+    `marker` (our state directory); otherwise None, removing the stale file."""
+    pid = read_pid(pid_file)
+    if pid is None:
+        return None
+    if is_alive(pid) and any(marker in arg for arg in cmdline(pid)):
+        return pid
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    pid_file: Path,
+    log_file: Path,
+    env: Mapping[str, str],
+    cwd: Path,
+) -> int:
+    """Start `argv` detached, its output appended to `log_file`; record its pid."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        log.write(
+            f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(argv)}\n".encode()
+        )
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise StackError(f"cannot start {argv[0]}: {exc.strerror}", "check the path") from None
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def terminate(pid: int, grace: float) -> bool:
+    """SIGTERM the process group of `pid`, SIGKILL it after `grace` seconds.
+
+    Returns True if it stopped within the grace period, False if it had to be killed.
+    """
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            return True
+        time.sleep(0.1)
+    _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """Last `lines` lines of a log file, for error messages."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read().decode(errors="replace")
+    except FileNotFoundError:
+        return "(no log written)"
+    return "\n".join(data.splitlines()[-lines:])

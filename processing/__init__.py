@@ -1,0 +1,1 @@
+"""The SageMaker Processing job: sample, split, manifest and publish a dataset with DVC."""

@@ -1,0 +1,68 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_block(count: int) -> int:
+    """First of `count` consecutive free ports, below the ephemeral range."""
+    for _ in range(200):
+        base = random.randrange(20000, 32000 - count)
+        if all(port_is_free(p) for p in range(base, base + count)):
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+def stack_env(home: Path) -> dict[str, str]:
+    """LINEAGE_* settings for a private stack: its own home and its own ports, so tests never
+    touch a user's running stack or each other's."""
+    base = free_port_block(10)
+    return {
+        "LINEAGE_HOME": str(home),
+        "LINEAGE_GIT_PORT": str(base),
+        "LINEAGE_S3_PORT": str(base + 1),
+        "LINEAGE_MLFLOW_PORT": str(base + 2),
+        "LINEAGE_SEAWEED_PORT_BASE": str(base + 3),
+    }
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `lineage` command line in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "lineage", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or REPO_ROOT,
+    )
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment of a private, not-started stack under a temp home."""
+    return stack_env(tmp_path / "lineage-home")

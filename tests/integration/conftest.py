@@ -1,0 +1,56 @@
+"""One real local stack per test session: starting MLflow alone takes ~30 s on 2 cores."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lineage.config import Settings
+from local.stack import LocalStack
+from tests.conftest import stack_env
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class RunningStack:
+    env: dict[str, str]
+    settings: Settings
+    stack: LocalStack
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    home = tmp_path_factory.mktemp("stack") / "lineage-home"
+    env = stack_env(home)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    settings = Settings.from_env()
+    stack = LocalStack(settings)
+    try:
+        stack.up()
+        yield RunningStack(env=env, settings=settings, stack=stack)
+    finally:
+        stack.down()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def git_identity(tmp_path: Path) -> dict[str, str]:
+    """A throwaway git identity so tests never depend on the machine's git config."""
+    return {
+        "GIT_AUTHOR_NAME": "lineage-test",
+        "GIT_AUTHOR_EMAIL": "test@lineage.invalid",
+        "GIT_COMMITTER_NAME": "lineage-test",
+        "GIT_COMMITTER_EMAIL": "test@lineage.invalid",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": str(tmp_path),
+    }
