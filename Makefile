@@ -77,7 +77,8 @@ test-integration: install
 
 demo: install
 	$(BIN)/lineage stack up
-	$(BIN)/lineage stack status
+	$(BIN)/lineage process --version v1.0 --fraction 0.5
+	$(BIN)/lineage process --version v2.0 --fraction 1.0
 
 stack-up: install
 	$(BIN)/lineage stack up

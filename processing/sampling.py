@@ -45,8 +45,10 @@ def _rank_key(seed: int, record_id: str) -> str:
 
 
 def _is_val(position: int, val_split: float) -> bool:
-    """Every (1/val_split)-th record of a class is val: exact proportions, stable positions."""
-    return math.floor((position + 1) * val_split) > math.floor(position * val_split)
+    """Every (1/val_split)-th record of a class is val, starting half a period in: a class
+    with k sampled records gets round(k * val_split) val records, and a record's split never
+    changes as later versions add records after it."""
+    return math.floor((position + 1) * val_split + 0.5) > math.floor(position * val_split + 0.5)
 
 
 def assign(

@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 
 from lineage import __version__
-from lineage.cli import stack
+from lineage.cli import process, stack
 from lineage.cli.output import err_console
 from lineage.errors import LineageError
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack.app, name="stack")
+app.command(name="process")(process.command)
 
 
 def _version(value: bool) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from processing.sources.base import SourceRecord
 
 
 def load() -> list[SourceRecord]:
+    from sklearn.datasets import load_digits  # 4 s of imports (scipy): only when used
+
     digits = load_digits()
     # 0..16 intensities -> 0..255 grayscale, exactly (16 * 255 / 16); no resampling here:
     # sizing belongs to the shared transform, so train and serve see the same pixels.

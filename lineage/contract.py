@@ -1,0 +1,80 @@
+"""The SageMaker container contracts, kept in one place (paths, config files, exit reasons).
+
+Jobs run under `/opt/ml` in a container and under a temp directory with the local runner;
+``SAGEMAKER_BASE_DIR`` (the inference toolkit's name for the same idea) selects the base, so
+the job code is identical in both worlds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
+DEFAULT_BASE_DIR = "/opt/ml"
+MESSAGE_LIMIT = 1024  # SageMaker keeps the first 1 KiB of the exit message / failure reason
+
+
+def base_dir() -> Path:
+    return Path(os.environ.get(BASE_DIR_ENV) or DEFAULT_BASE_DIR)
+
+
+@dataclass(frozen=True)
+class ProcessingPaths:
+    """`/opt/ml` as a Processing job sees it (note: config under /opt/ml/config)."""
+
+    base: Path
+
+    @classmethod
+    def from_env(cls) -> ProcessingPaths:
+        return cls(base_dir())
+
+    @property
+    def config_dir(self) -> Path:
+        return self.base / "config"
+
+    @property
+    def job_config_file(self) -> Path:
+        return self.config_dir / "processingjobconfig.json"
+
+    @property
+    def resource_config_file(self) -> Path:
+        return self.config_dir / "resourceconfig.json"
+
+    @property
+    def input_dir(self) -> Path:
+        return self.base / "processing" / "input"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base / "processing" / "output"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space on the job's volume (not an output: never uploaded)."""
+        return self.base / "processing" / "work"
+
+    @property
+    def message_file(self) -> Path:
+        return self.base / "output" / "message"
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A SageMaker config file, or None when not running under SageMaker (or the runner)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
+
+
+def write_reason(path: Path, reason: str) -> None:
+    """Write an exit message / failure reason: UTF-8 (non-UTF-8 fails the job), 1 KiB."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoded = reason.encode("utf-8")[:MESSAGE_LIMIT]
+    path.write_text(encoded.decode("utf-8", errors="ignore"), encoding="utf-8")

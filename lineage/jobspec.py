@@ -1,0 +1,139 @@
+"""One description of a job, shared by the local runner and the SageMaker launcher.
+
+The local runner writes `processingjobconfig.json` from exactly the request the launcher
+would send to CreateProcessingJob, so a local run is faithful by construction.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lineage.errors import ConfigError
+
+PROCESSING_ENV_VALUE_LIMIT = 256  # BOTO ProcessingEnvironmentValue
+PROCESSING_ENV_KEYS_LIMIT = 100
+LOCAL_ACCOUNT = "000000000000"
+LOCAL_ROLE = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/lineage-local"
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def job_name(prefix: str) -> str:
+    """A SageMaker-valid, unique job name: ``<prefix>-<UTC stamp>-<random>``, 63 chars max."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    clean = re.sub(r"[^a-zA-Z0-9]+", "-", prefix).strip("-")[:40] or "job"
+    return f"{clean}-{stamp}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class ProcessingInput:
+    name: str
+    source: str  # s3:// URI (SageMaker) or local path (local runner)
+    local_path: str  # must start with /opt/ml/processing/
+
+
+@dataclass(frozen=True)
+class ProcessingOutput:
+    name: str
+    local_path: str
+    destination: str  # s3:// URI
+
+
+@dataclass(frozen=True)
+class ProcessingJobSpec:
+    name: str
+    image_uri: str
+    arguments: list[str]
+    environment: dict[str, str]
+    entrypoint: list[str] = field(default_factory=list)
+    inputs: list[ProcessingInput] = field(default_factory=list)
+    outputs: list[ProcessingOutput] = field(default_factory=list)
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = 1
+    volume_size_gb: int = 30
+    role_arn: str = LOCAL_ROLE
+    region: str = "us-east-1"
+    max_runtime_s: int = 24 * 3600
+
+    def validate(self) -> None:
+        if not _JOB_NAME.match(self.name):
+            raise ConfigError(f"invalid job name {self.name!r}", "use letters, digits and -")
+        if len(self.environment) > PROCESSING_ENV_KEYS_LIMIT:
+            raise ConfigError(f"{len(self.environment)} environment variables (max 100)")
+        for key, value in self.environment.items():
+            if len(value) > PROCESSING_ENV_VALUE_LIMIT:
+                raise ConfigError(
+                    f"environment value {key} is {len(value)} characters; SageMaker Processing "
+                    f"allows {PROCESSING_ENV_VALUE_LIMIT}",
+                    f"shorten {key} (e.g. a shorter repository URL or experiment name)",
+                )
+        local_paths = [(i.name, i.local_path) for i in self.inputs] + [
+            (o.name, o.local_path) for o in self.outputs
+        ]
+        for name, local_path in local_paths:
+            if not local_path.startswith("/opt/ml/processing/"):
+                raise ConfigError(f"{name}: LocalPath must begin with /opt/ml/processing/")
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{LOCAL_ACCOUNT}:processing-job/{self.name}"
+
+    def create_request(self) -> dict[str, Any]:
+        """The CreateProcessingJob request (what the launcher sends)."""
+        app: dict[str, Any] = {"ImageUri": self.image_uri}
+        if self.entrypoint:
+            app["ContainerEntrypoint"] = list(self.entrypoint)
+        if self.arguments:
+            app["ContainerArguments"] = list(self.arguments)
+        return {
+            "ProcessingJobName": self.name,
+            "AppSpecification": app,
+            "Environment": dict(self.environment),
+            "ProcessingInputs": [
+                {
+                    "InputName": i.name,
+                    "S3Input": {
+                        "S3Uri": i.source,
+                        "LocalPath": i.local_path,
+                        "S3DataType": "S3Prefix",
+                        "S3InputMode": "File",
+                        "S3DataDistributionType": "FullyReplicated",
+                        "S3CompressionType": "None",
+                    },
+                }
+                for i in self.inputs
+            ],
+            "ProcessingOutputConfig": {
+                "Outputs": [
+                    {
+                        "OutputName": o.name,
+                        "S3Output": {
+                            "S3Uri": o.destination,
+                            "LocalPath": o.local_path,
+                            "S3UploadMode": "EndOfJob",
+                        },
+                    }
+                    for o in self.outputs
+                ]
+            },
+            "ProcessingResources": {
+                "ClusterConfig": {
+                    "InstanceCount": self.instance_count,
+                    "InstanceType": self.instance_type,
+                    "VolumeSizeInGB": self.volume_size_gb,
+                }
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": self.max_runtime_s},
+            "RoleArn": self.role_arn,
+        }
+
+    def job_config(self) -> dict[str, Any]:
+        """`/opt/ml/config/processingjobconfig.json`: the request plus the job's ARN."""
+        return {"ProcessingJobArn": self.arn, **self.create_request()}
+
+    def resource_config(self) -> dict[str, Any]:
+        hosts = [f"algo-{i + 1}" for i in range(self.instance_count)]
+        return {"current_host": hosts[0], "hosts": hosts}

@@ -1,0 +1,1 @@
+"""Operations behind the CLI commands: plain functions, one module per command."""

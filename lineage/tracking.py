@@ -1,0 +1,66 @@
+"""The MLflow side of the lineage: where runs are logged and what they are tagged with."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lineage.errors import LineageError
+from lineage.redact import redact_url
+
+log = logging.getLogger("lineage.tracking")
+
+STAGE_TAG = "lineage.stage"
+DEFAULT_EXPERIMENT = "model-lineage"
+
+
+class TrackingError(LineageError):
+    """The MLflow tracking server cannot be used."""
+
+
+def check_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Fail early (before anything is published) when an HTTP tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return  # file stores, databricks, SageMaker ARNs: the client checks those itself
+    try:
+        response = httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise TrackingError(
+            f"MLflow tracking server {redact_url(uri)} is unreachable ({exc.__class__.__name__})",
+            "start it (`lineage stack up`) or fix MLFLOW_TRACKING_URI",
+        ) from None
+    if not response.is_success:
+        raise TrackingError(
+            f"MLflow tracking server {redact_url(uri)} answered {response.status_code} on /health",
+            "check the server's log",
+        )
+
+
+def log_run(
+    *,
+    uri: str,
+    experiment: str,
+    run_name: str,
+    stage: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float] | None = None,
+    tags: Mapping[str, str] | None = None,
+    artifacts: list[Path] | None = None,
+) -> str:
+    """Log one finished run; return its id. Param values are redacted if they are URLs."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags({STAGE_TAG: stage, **(tags or {})})
+        mlflow.log_params({k: redact_url(str(v)) for k, v in params.items()})
+        if metrics:
+            mlflow.log_metrics(dict(metrics))
+        for artifact in artifacts or []:
+            mlflow.log_artifact(str(artifact))
+    return str(run.info.run_id)

@@ -1,0 +1,242 @@
+"""The Processing job: source -> nested stratified sample -> ImageFolder + manifest -> DVC.
+
+Runs as SageMaker runs a Processing container: container arguments ``--data-fraction``,
+``--data-version``, ``--val-split`` (+ ``--test-split``, ``--seed``, ``--source``), and the
+environment ``DVC_REPO_URL``, ``DVC_REPO_NAME``, ``MLFLOW_TRACKING_URI``,
+``MLFLOW_EXPERIMENT_NAME``, ``PIPELINE_RUN_ID`` (the reference sample's names). On failure it
+writes one paragraph to ``/opt/ml/output/message`` (DescribeProcessingJob's ExitMessage) and
+exits non-zero. Its result (tag, commit, md5, counts) goes to
+``/opt/ml/processing/output/lineage/result.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import NoReturn
+
+from lineage import __version__, contract, manifest, tracking
+from lineage.errors import LineageError
+from lineage.redact import redact_url
+from processing.dataset import write_dataset
+from processing.progress import Progress
+from processing.publish import DVC_FILE, DatasetRepo
+from processing.sampling import SamplingError, assign
+from processing.sampling import validate as validate_fractions
+from processing.sources import SourceError, load_source, parse_source
+
+log = logging.getLogger("lineage.processing")
+
+RESULT_DIR = "lineage"
+
+
+class JobError(LineageError):
+    pass
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise JobError(f"bad container arguments: {message}", self.format_usage().strip())
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = _ArgumentParser(prog="processing", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-version", required=True, help="e.g. v1.0")
+    parser.add_argument("--data-fraction", type=float, required=True, help="(0, 1]")
+    parser.add_argument("--val-split", type=float, default=0.1)
+    parser.add_argument(
+        "--test-split",
+        type=float,
+        default=0.1,
+        help="held out once per source, identical in every version",
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--source",
+        default="digits",
+        help="digits | cifar10[:PATH] | imagefolder:PATH (PATH local or s3://)",
+    )
+    parser.add_argument(
+        "--remote-url",
+        default=os.environ.get("DVC_REMOTE_URL"),
+        help="DVC remote for a new repository (default s3://lineage-dvc/dvc)",
+    )
+    return parser.parse_args(list(argv))
+
+
+@dataclass(frozen=True)
+class ProcessingResult:
+    tag: str
+    commit: str
+    dataset_md5: str
+    manifest_sha256: str
+    counts: dict[str, int]
+    classes: list[str]
+    nfiles: int
+    size_bytes: int
+    dvc_repo_url: str
+    reused_commit: bool
+    data_version: str
+    source: str
+    mlflow_run_id: str | None
+    seconds: float
+
+
+def make_tag(version: str, run_id: str | None) -> str:
+    if run_id:
+        return run_id
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{version}-{stamp}-{secrets.token_hex(3)}"
+
+
+def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> ProcessingResult:
+    started = time.monotonic()
+    job_config = contract.read_json(paths.job_config_file) or {}
+    resources = contract.read_json(paths.resource_config_file) or {}
+    log.info(
+        "processing job %s on %s (model-lineage %s)",
+        job_config.get("ProcessingJobName", "(no job config)"),
+        resources.get("current_host", "local"),
+        __version__,
+    )
+
+    repo_url = os.environ.get("DVC_REPO_URL")
+    if not repo_url:
+        raise JobError(
+            "DVC_REPO_URL is not set", "set it to the dataset git repository's clone URL"
+        )
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.DEFAULT_EXPERIMENT
+    source = parse_source(args.source)
+    validate_fractions(args.data_fraction, args.val_split, args.test_split)
+    tag = make_tag(args.data_version, os.environ.get("PIPELINE_RUN_ID"))
+    if tracking_uri:
+        tracking.check_reachable(tracking_uri)
+    else:
+        log.warning("MLFLOW_TRACKING_URI is not set: the processing run is not logged")
+
+    repo = DatasetRepo(
+        repo_url, paths.work_dir / "repo", args.remote_url or "s3://lineage-dvc/dvc", step=_step
+    )
+    repo.prepare(tag)
+
+    _step(f"load source {source}")
+    records = load_source(source, paths.input_dir)
+    assignments = assign(
+        records,
+        fraction=args.data_fraction,
+        val_split=args.val_split,
+        test_split=args.test_split,
+        seed=args.seed,
+    )
+    _step(f"write {len(assignments)} of {len(records)} images")
+    with Progress(len(assignments), "writing images") as progress:
+        dataset = write_dataset(assignments, repo.dataset_dir, progress.advance)
+    counts = dataset.counts
+    log.info("counts: %s; manifest sha256 %s", counts, dataset.manifest_sha256)
+
+    metadata = {
+        "data_version": args.data_version,
+        "data_fraction": args.data_fraction,
+        "val_split": args.val_split,
+        "test_split": args.test_split,
+        "seed": args.seed,
+        "source": str(source),
+        "manifest_sha256": dataset.manifest_sha256,
+        "counts": counts,
+        "code_version": __version__,
+    }
+    message = (
+        f"dataset {args.data_version}: {sum(counts.values())} records "
+        f"(train {counts['train']}, val {counts['val']}, test {counts['test']}) "
+        f"from {source.name}\n\nmanifest sha256 {dataset.manifest_sha256}"
+    )
+    published = repo.publish(tag, message, metadata)
+
+    out_dir = paths.output_dir / RESULT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / manifest.MANIFEST_NAME).write_bytes(
+        (repo.dataset_dir / manifest.MANIFEST_NAME).read_bytes()
+    )
+    (out_dir / DVC_FILE).write_bytes((repo.dir / DVC_FILE).read_bytes())
+
+    run_id = None
+    if tracking_uri:
+        _step(f"log processing run to MLflow experiment {experiment}")
+        run_id = tracking.log_run(
+            uri=tracking_uri,
+            experiment=experiment,
+            run_name=f"process-{tag}",
+            stage="processing",
+            params={
+                "data_version": args.data_version,
+                "data_fraction": args.data_fraction,
+                "val_split": args.val_split,
+                "test_split": args.test_split,
+                "seed": args.seed,
+                "source": str(source),
+                "data_git_commit_id": published.commit,
+                "dvc_tag": tag,
+                "dvc_repo_url": redact_url(repo_url),
+                "dataset_md5": published.dataset_md5,
+                "manifest_sha256": dataset.manifest_sha256,
+                "reused_commit": published.reused_commit,
+                "code_version": __version__,
+                **{f"count_{split}": n for split, n in counts.items()},
+            },
+            metrics={f"records_{split}": float(n) for split, n in counts.items()},
+            tags={"dvc_tag": tag, "data_git_commit_id": published.commit},
+            artifacts=[out_dir / manifest.MANIFEST_NAME, out_dir / DVC_FILE],
+        )
+
+    result = ProcessingResult(
+        tag=tag,
+        commit=published.commit,
+        dataset_md5=published.dataset_md5,
+        manifest_sha256=dataset.manifest_sha256,
+        counts=counts,
+        classes=dataset.classes,
+        nfiles=published.nfiles,
+        size_bytes=published.size,
+        dvc_repo_url=redact_url(repo_url),
+        reused_commit=published.reused_commit,
+        data_version=args.data_version,
+        source=str(source),
+        mlflow_run_id=run_id,
+        seconds=round(time.monotonic() - started, 2),
+    )
+    (out_dir / "result.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    _step(f"published {tag} -> {published.commit[:12]} ({result.seconds:.1f}s)")
+    return result
+
+
+def _step(message: str) -> None:
+    log.info("step: %s", message)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    paths = contract.ProcessingPaths.from_env()
+    try:
+        run(parse_args(sys.argv[1:] if argv is None else argv), paths)
+    except (LineageError, SourceError, SamplingError) as exc:
+        _fail(paths, str(exc))
+    except Exception as exc:
+        log.exception("unexpected failure")
+        _fail(paths, f"internal error: {exc.__class__.__name__}: {exc}")
+
+
+def _fail(paths: contract.ProcessingPaths, reason: str) -> NoReturn:
+    log.error("%s", reason)
+    contract.write_reason(paths.message_file, reason)
+    sys.exit(1)
