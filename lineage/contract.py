@@ -78,3 +78,57 @@ def write_reason(path: Path, reason: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     encoded = reason.encode("utf-8")[:MESSAGE_LIMIT]
     path.write_text(encoded.decode("utf-8", errors="ignore"), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class TrainingPaths:
+    """`/opt/ml` as a Training job sees it."""
+
+    base: Path
+
+    @classmethod
+    def from_env(cls) -> TrainingPaths:
+        return cls(base_dir())
+
+    @property
+    def config_dir(self) -> Path:
+        return self.base / "input" / "config"
+
+    @property
+    def hyperparameters_file(self) -> Path:
+        return self.config_dir / "hyperparameters.json"
+
+    @property
+    def input_data_config_file(self) -> Path:
+        return self.config_dir / "inputdataconfig.json"
+
+    @property
+    def resource_config_file(self) -> Path:
+        return self.config_dir / "resourceconfig.json"
+
+    def channel_dir(self, channel: str) -> Path:
+        return self.base / "input" / "data" / channel
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base / "model"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.base / "checkpoints"
+
+    @property
+    def output_data_dir(self) -> Path:
+        return self.base / "output" / "data"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.base / "output" / "failure"
+
+    @property
+    def success_file(self) -> Path:
+        return self.base / "output" / "success"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.base / "input" / "work"

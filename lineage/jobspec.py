@@ -137,3 +137,114 @@ class ProcessingJobSpec:
     def resource_config(self) -> dict[str, Any]:
         hosts = [f"algo-{i + 1}" for i in range(self.instance_count)]
         return {"current_host": hosts[0], "hosts": hosts}
+
+
+TRAINING_ENV_VALUE_LIMIT = 512  # BOTO TrainingEnvironmentValue
+HYPERPARAMETER_VALUE_LIMIT = 2500
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    source: str  # s3:// prefix (SageMaker) or local path (local runner)
+
+
+@dataclass(frozen=True)
+class TrainingJobSpec:
+    name: str
+    image_uri: str
+    hyperparameters: dict[str, str]  # always strings on the wire
+    environment: dict[str, str]
+    channels: list[Channel] = field(default_factory=list)
+    output_path: str = "s3://lineage-mlflow/training"
+    checkpoint_s3_uri: str | None = None
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = 1
+    volume_size_gb: int = 30
+    role_arn: str = LOCAL_ROLE
+    region: str = "us-east-1"
+    max_runtime_s: int = 24 * 3600
+
+    def validate(self) -> None:
+        if not _JOB_NAME.match(self.name):
+            raise ConfigError(f"invalid job name {self.name!r}", "use letters, digits and -")
+        for key, value in self.hyperparameters.items():
+            if not isinstance(value, str):
+                raise ConfigError(f"hyperparameter {key} must be a string on the wire")
+            if len(value) > HYPERPARAMETER_VALUE_LIMIT:
+                raise ConfigError(f"hyperparameter {key} exceeds {HYPERPARAMETER_VALUE_LIMIT}")
+        for key, value in self.environment.items():
+            if len(value) > TRAINING_ENV_VALUE_LIMIT:
+                raise ConfigError(f"environment value {key} exceeds {TRAINING_ENV_VALUE_LIMIT}")
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{LOCAL_ACCOUNT}:training-job/{self.name}"
+
+    def create_request(self) -> dict[str, Any]:
+        """The CreateTrainingJob request (what the launcher sends)."""
+        request: dict[str, Any] = {
+            "TrainingJobName": self.name,
+            "AlgorithmSpecification": {
+                "TrainingImage": self.image_uri,
+                "TrainingInputMode": "File",
+            },
+            "HyperParameters": dict(self.hyperparameters),
+            "InputDataConfig": [
+                {
+                    "ChannelName": c.name,
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": c.source,
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                    "InputMode": "File",
+                }
+                for c in self.channels
+            ],
+            "OutputDataConfig": {"S3OutputPath": self.output_path},
+            "ResourceConfig": {
+                "InstanceType": self.instance_type,
+                "InstanceCount": self.instance_count,
+                "VolumeSizeInGB": self.volume_size_gb,
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": self.max_runtime_s},
+            "RoleArn": self.role_arn,
+            "Environment": dict(self.environment),
+        }
+        if self.checkpoint_s3_uri:
+            request["CheckpointConfig"] = {
+                "S3Uri": self.checkpoint_s3_uri,
+                "LocalPath": "/opt/ml/checkpoints",
+            }
+        return request
+
+    def input_data_config(self) -> dict[str, Any]:
+        """`inputdataconfig.json`: channel -> its mode, as the platform writes it."""
+        return {
+            c.name: {
+                "TrainingInputMode": "File",
+                "S3DistributionType": "FullyReplicated",
+                "RecordWrapperType": "None",
+            }
+            for c in self.channels
+        }
+
+    def resource_config(self) -> dict[str, Any]:
+        hosts = [f"algo-{i + 1}" for i in range(self.instance_count)]
+        return {
+            "current_host": hosts[0],
+            "hosts": hosts,
+            "current_instance_type": self.instance_type,
+            "current_group_name": "homogeneousCluster",
+            "instance_groups": [
+                {
+                    "instance_group_name": "homogeneousCluster",
+                    "instance_type": self.instance_type,
+                    "hosts": hosts,
+                }
+            ],
+            "network_interface_name": "eth0",
+        }

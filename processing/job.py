@@ -226,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
     paths = contract.ProcessingPaths.from_env()
     try:
         run(parse_args(sys.argv[1:] if argv is None else argv), paths)

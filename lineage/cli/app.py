@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 
 from lineage import __version__
-from lineage.cli import process, stack
+from lineage.cli import process, stack, train
 from lineage.cli.output import err_console
 from lineage.errors import LineageError
 
@@ -21,6 +21,9 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.command(name="process")(process.command)
+app.command(name="train")(train.train_command)
+app.command(name="pipeline")(train.pipeline_command)
+app.command(name="promote")(train.promote_command)
 
 
 def _version(value: bool) -> None:

@@ -4,6 +4,8 @@ Runtimes share everything but the launch: `process` runs the job's entry point a
 subprocess under a temp `/opt/ml`; `docker` (with the container images) runs the image.
 """
 
-from local.runner.processing import JobOutcome, run_processing
+from local.runner.launch import JobOutcome
+from local.runner.processing import run_processing
+from local.runner.training import run_training
 
-__all__ = ["JobOutcome", "run_processing"]
+__all__ = ["JobOutcome", "run_processing", "run_training"]

@@ -1,0 +1,151 @@
+"""`lineage train`, `lineage pipeline`, `lineage promote`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lineage.config import Settings
+from lineage.errors import LineageError
+from lineage.jobspec import Channel, TrainingJobSpec, job_name
+from lineage.ops.process import DEFAULT_REPO, ProcessOptions, process
+from lineage.tracking import DEFAULT_EXPERIMENT
+from local.runner import run_training
+from local.stack import LocalStack
+
+TRAINING_IMAGE = "model-lineage/training:latest"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    tag: str
+    epochs: int = 3
+    learning_rate: float = 0.001
+    batch_size: int = 64
+    image_size: int = 128
+    seed: int = 42
+    model_name: str | None = None
+    pretrained: str = "none"  # none | torchvision | PATH (becomes the `pretrained` channel)
+    repo: str = DEFAULT_REPO
+    experiment: str = DEFAULT_EXPERIMENT
+    runtime: str = "process"
+
+
+def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> TrainingJobSpec:
+    hyperparameters = {
+        "dvc_tag": options.tag,
+        "epochs": str(options.epochs),
+        "learning_rate": str(options.learning_rate),
+        "batch_size": str(options.batch_size),
+        "image_size": str(options.image_size),
+        "seed": str(options.seed),
+    }
+    if options.model_name:
+        hyperparameters["model_name"] = options.model_name
+    channels = []
+    if options.pretrained.lower() in ("none", "torchvision"):
+        hyperparameters["pretrained"] = options.pretrained.lower()
+    else:
+        channels.append(Channel("pretrained", options.pretrained))
+    name = job_name(f"train-{options.tag[:24]}")
+    return TrainingJobSpec(
+        name=name,
+        image_uri=TRAINING_IMAGE,
+        hyperparameters=hyperparameters,
+        environment={
+            "DVC_REPO_URL": repo_url,
+            "MLFLOW_TRACKING_URI": settings.mlflow_uri,
+            "MLFLOW_EXPERIMENT_NAME": options.experiment,
+        },
+        channels=channels,
+        output_path=f"s3://{settings.mlflow_bucket}/training",
+        region=settings.aws_region,
+    )
+
+
+def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> dict[str, Any]:
+    if options.pretrained.lower() not in ("none", "torchvision"):
+        path = Path(options.pretrained)
+        if not path.exists():
+            raise LineageError(
+                f"pretrained weights {path} not found",
+                "pass --pretrained PATH to a torchvision .pth, or none",
+            )
+    repo_url = LocalStack(settings).settings.repo_url(options.repo)
+    spec = build_spec(settings, options, repo_url)
+    outcome = run_training(
+        spec,
+        jobs_root=settings.home / "jobs",
+        runtime_env=settings.client_env(),
+        runtime=options.runtime,
+        stream=stream,
+    )
+    if not outcome.succeeded:
+        raise LineageError(
+            f"training job {outcome.name} failed: {outcome.message}",
+            f"full log: {outcome.log_file}",
+        )
+    result: dict[str, Any] = json.loads(
+        (outcome.base_dir / "output" / "data" / "result.json").read_text()
+    )
+    result["job_name"] = outcome.name
+    result["model_artifact"] = str(outcome.job_dir / "output" / "model.tar.gz")
+    return result
+
+
+def pipeline(
+    settings: Settings,
+    process_options: ProcessOptions,
+    train_options: TrainOptions,
+    *,
+    stream: bool = True,
+) -> dict[str, Any]:
+    """Process, then train on the tag the processing job just published."""
+    processed = process(settings, process_options, stream=stream)
+    trained = train(
+        settings,
+        TrainOptions(
+            **{**train_options.__dict__, "tag": processed["tag"], "repo": process_options.repo}
+        ),
+        stream=stream,
+    )
+    return {"processing": processed, "training": trained}
+
+
+def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
+    """``NAME/VERSION`` or ``NAME@ALIAS`` -> (name, version, alias)."""
+    if "@" in ref:
+        name, alias = ref.rsplit("@", 1)
+        if name and alias:
+            return name, None, alias
+    elif "/" in ref:
+        name, version = ref.rsplit("/", 1)
+        if name and version.isdigit():
+            return name, version, None
+    raise LineageError(f"bad model reference {ref!r}", "use NAME/VERSION or NAME@ALIAS")
+
+
+def promote(settings: Settings, model: str, alias: str) -> dict[str, Any]:
+    """Point registry alias `alias` at `model` (MLflow aliases, not deprecated stages)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    name, version, _ = parse_model_ref(model)
+    if version is None:
+        raise LineageError("promote takes an exact version", "use --model NAME/VERSION")
+    client = MlflowClient(settings.mlflow_uri)
+    try:
+        previous = None
+        try:
+            previous = client.get_model_version_by_alias(name, alias).version
+        except MlflowException:
+            previous = None
+        client.set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        raise LineageError(
+            f"cannot set alias {alias} on {model}: {exc.message}",
+            "check the name and version with the MLflow UI",
+        ) from None
+    return {"model_name": name, "alias": alias, "version": version, "previous_version": previous}

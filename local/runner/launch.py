@@ -1,0 +1,80 @@
+"""What every local job shares: the launch, its log, and the outcome."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lineage.errors import ConfigError
+
+RUNTIMES = ("process", "docker")
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    name: str
+    status: str  # Completed | Failed
+    exit_code: int
+    message: str  # ExitMessage (processing) / FailureReason (training)
+    base_dir: Path  # the job's /opt/ml
+    log_file: Path
+    seconds: float
+
+    @property
+    def output_dir(self) -> Path:
+        return self.base_dir / "processing" / "output"
+
+    @property
+    def job_dir(self) -> Path:
+        return self.base_dir.parent.parent
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "Completed"
+
+
+def check_runtime(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}", f"use one of {', '.join(RUNTIMES)}")
+    if runtime == "docker":
+        raise ConfigError(
+            "the docker runtime needs the container images, which are not built yet",
+            "use --runtime process",
+        )
+
+
+def launch(argv: list[str], env: Mapping[str, str], log_file: Path, stream: bool) -> int:
+    """Run the job, copying its output to `log_file` (and to the terminal when `stream`)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    if stream and sys.stdout.isatty():
+        # A terminal: let the job draw its progress bars itself.
+        log_file.write_text("(output went to the terminal)\n")
+        return subprocess.run(argv, env=dict(env), check=False).returncode
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if stream:
+                sys.stderr.write(line)
+        return proc.wait()
+
+
+def read_reason(path: Path, exit_code: int, log_file: Path) -> str:
+    if path.exists():
+        text = path.read_text(errors="replace").strip()
+        if text:
+            return text
+    if exit_code != 0:
+        return f"the job exited with code {exit_code} without a reason; see {log_file}"
+    return ""

@@ -1,0 +1,85 @@
+"""Run a Training job locally, as SageMaker would: the three config files, channels,
+`/opt/ml/model` tarred into `model.tar.gz` (contents at the root), failure reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tarfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from lineage import contract
+from lineage.jobspec import TrainingJobSpec
+from local.runner.launch import JobOutcome, check_runtime, launch, read_reason
+
+
+def prepare_base_dir(spec: TrainingJobSpec, jobs_root: Path) -> Path:
+    base = jobs_root / spec.name / "opt" / "ml"
+    if base.exists():
+        shutil.rmtree(base)
+    paths = contract.TrainingPaths(base)
+    paths.config_dir.mkdir(parents=True)
+    paths.hyperparameters_file.write_text(json.dumps(spec.hyperparameters, indent=2))
+    paths.input_data_config_file.write_text(json.dumps(spec.input_data_config(), indent=2))
+    paths.resource_config_file.write_text(json.dumps(spec.resource_config(), indent=2))
+    for channel in spec.channels:
+        target = paths.channel_dir(channel.name)
+        source = Path(channel.source)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        elif source.is_file():
+            target.mkdir(parents=True)
+            shutil.copy2(source, target / source.name)
+        # a missing source leaves the channel dir absent: the job reports it
+    for directory in (paths.model_dir, paths.checkpoint_dir, paths.output_data_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def tar_directory(source: Path, target: Path) -> Path:
+    """Tar the *contents* of `source` (no leading dir), following symlinks, like SageMaker."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz", dereference=True) as archive:
+        for child in sorted(source.iterdir()):
+            archive.add(child, arcname=child.name)
+    return target
+
+
+def run_training(
+    spec: TrainingJobSpec,
+    *,
+    jobs_root: Path,
+    runtime_env: Mapping[str, str],
+    runtime: str = "process",
+    stream: bool = True,
+) -> JobOutcome:
+    check_runtime(runtime)
+    spec.validate()
+    base = prepare_base_dir(spec, jobs_root)
+    job_dir = base.parent.parent
+    log_file = job_dir / "job.log"
+    env = {
+        **os.environ,
+        **runtime_env,
+        **spec.environment,
+        contract.BASE_DIR_ENV: str(base),
+        "TRAINING_JOB_NAME": spec.name,
+        "TRAINING_JOB_ARN": spec.arn,
+        "PYTHONUNBUFFERED": "1",
+    }
+    started = time.monotonic()
+    exit_code = launch([sys.executable, "-m", "training", "train"], env, log_file, stream)
+    paths = contract.TrainingPaths(base)
+    reason = read_reason(paths.failure_file, exit_code, log_file)
+    status = "Completed" if exit_code == 0 else "Failed"
+    if status == "Completed":
+        tar_directory(paths.model_dir, job_dir / "output" / "model.tar.gz")
+        tar_directory(paths.output_data_dir, job_dir / "output" / "output.tar.gz")
+        shutil.rmtree(paths.work_dir, ignore_errors=True)
+    return JobOutcome(
+        spec.name, status, exit_code, reason, base, log_file, round(time.monotonic() - started, 2)
+    )

@@ -1,0 +1,384 @@
+"""The Training job: exact DVC tag -> verified data -> MobileNetV3-Small -> MLflow + registry.
+
+Started as SageMaker starts a training container (``train``): hyperparameters, input data
+config and resource config come from ``/opt/ml/input/config`` through the sagemaker-training
+toolkit's own parser; the model goes to ``/opt/ml/model`` (an MLflow pytorch model plus
+``lineage.json``), checkpoints to ``/opt/ml/checkpoints``; a failure reason goes to
+``/opt/ml/output/failure`` and the exit code is non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import torch
+
+from lineage import __version__, contract, tracking
+from lineage.errors import LineageError
+from lineage.gitops import git
+from lineage.redact import redact_url
+from training import hyperparameters as hp
+from training.data import class_names, load_split
+from training.fetch import FetchedDataset, fetch_dataset
+from training.loop import EpochMetrics, evaluate, fit, seed_everything
+from training.model import ARCHITECTURE, BATCHNORM_MOMENTUM, PretrainedWeightsError, build_model
+
+log = logging.getLogger("lineage.training")
+
+LINEAGE_FILE = "lineage.json"
+RESULT_FILE = "result.json"
+
+
+class TrainingError(LineageError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    run_id: str
+    model_name: str
+    model_version: str | None
+    data_git_commit_id: str
+    dvc_tag: str
+    dataset_md5: str
+    manifest_sha256: str
+    metrics: dict[str, float]
+    pretrained: bool
+    device: str
+    seconds: float
+
+
+class _StopFlag:
+    """SIGTERM (SageMaker's stop, spot interruption): finish the batch, checkpoint, exit."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        log.warning("signal %d received: stopping after this batch and saving a checkpoint", signum)
+        self.stopped = True
+
+
+def _toolkit_environment() -> Any:
+    from sagemaker_training import environment
+
+    try:
+        return environment.Environment()
+    except FileNotFoundError as exc:
+        raise TrainingError(
+            f"SageMaker config file missing: {exc.filename}",
+            "the job must be started by SageMaker or the local runner (`lineage train`)",
+        ) from None
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"unreadable SageMaker config: {exc}") from None
+
+
+def _check_channels(env: Any) -> dict[str, Path]:
+    channels = {name: Path(path) for name, path in env.channel_input_dirs.items()}
+    for name, path in channels.items():
+        if not path.is_dir():
+            raise TrainingError(
+                f"input channel {name!r} is declared in inputdataconfig.json but {path} is missing",
+                "check the job's InputDataConfig (the channel's S3 prefix may be empty)",
+            )
+    return channels
+
+
+def _tag_metadata(repo_dir: Path, tag: str) -> dict[str, Any]:
+    """The JSON block the processing job wrote into the annotated tag (source, version...)."""
+    shown = git("tag", "-l", "--format=%(contents)", tag, cwd=repo_dir, check=False).stdout
+    start = shown.find("{")
+    if start < 0:
+        return {}
+    try:
+        data: dict[str, Any] = json.loads(shown[start:])
+    except json.JSONDecodeError:
+        return {}
+    return data
+
+
+def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
+    started = time.monotonic()
+    env = _toolkit_environment()
+    params = hp.parse(dict(env.hyperparameters))
+    channels = _check_channels(env)
+    repo_url = os.environ.get("DVC_REPO_URL")
+    if not repo_url:
+        raise TrainingError("DVC_REPO_URL is not set", "set it to the dataset repository URL")
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri:
+        raise TrainingError(
+            "MLFLOW_TRACKING_URI is not set", "set it to the MLflow tracking server"
+        )
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.DEFAULT_EXPERIMENT
+    tracking.check_reachable(tracking_uri)
+
+    pretrained = params.pretrained
+    if "pretrained" in channels:
+        pretrained = str(channels["pretrained"])
+
+    fetched = fetch_dataset(repo_url, params.dvc_tag, paths.work_dir / "dataset-repo")
+    meta = _tag_metadata(fetched.dir.parent, params.dvc_tag)
+    source = str(meta.get("source", "dataset")).split(":", 1)[0]
+    data_version = str(meta.get("data_version", params.dvc_tag))
+    model_name = params.model_name or f"{source}-mobilenetv3"
+
+    classes = class_names(fetched.rows)
+    train = load_split(fetched.dir, fetched.rows, "train", classes, params.image_size)
+    val = load_split(fetched.dir, fetched.rows, "val", classes, params.image_size)
+    test = load_split(fetched.dir, fetched.rows, "test", classes, params.image_size)
+    if len(train) < 2:
+        raise TrainingError(
+            f"dataset {params.dvc_tag} has {len(train)} training images",
+            "publish a version with a larger --fraction",
+        )
+    log.info(
+        "data: train %d, val %d, test %d, %d classes", len(train), len(val), len(test), len(classes)
+    )
+
+    seed_everything(params.seed)  # before the model exists: its random init must repeat too
+    try:
+        model, is_pretrained = build_model(len(classes), pretrained)
+    except PretrainedWeightsError as exc:
+        raise TrainingError(
+            str(exc), "pass --pretrained none or a torchvision state dict"
+        ) from None
+    use_cuda = env.num_gpus > 0 and torch.cuda.is_available()
+    device = torch.device("cuda" if use_cuda else "cpu")
+    log.info("device: %s (SM_NUM_GPUS=%s)", device, env.num_gpus)
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"train-{params.dvc_tag}") as run:
+        run_id = run.info.run_id
+        mlflow.set_tags(
+            {
+                tracking.STAGE_TAG: "training",
+                "dvc_tag": params.dvc_tag,
+                "data_git_commit_id": fetched.commit,
+                "model_name": model_name,
+                "training_job_name": env.job_name or "",
+            }
+        )
+        mlflow.log_params(
+            {
+                "data_version": data_version,
+                "data_git_commit_id": fetched.commit,
+                "dvc_repo_url": redact_url(repo_url),
+                "dvc_tag": params.dvc_tag,
+                "dataset_md5": fetched.dataset_md5,
+                "manifest_sha256": fetched.manifest_sha256,
+                "model_architecture": ARCHITECTURE,
+                "batchnorm_momentum": BATCHNORM_MOMENTUM,
+                "epochs": params.epochs,
+                "learning_rate": params.learning_rate,
+                "batch_size": params.batch_size,
+                "image_size": params.image_size,
+                "seed": params.seed,
+                "code_version": __version__,
+                "pretrained": is_pretrained,
+                "num_classes": len(classes),
+                "source": source,
+                "device": device.type,
+                **{
+                    f"count_{name}": len(split)
+                    for name, split in (("train", train), ("val", val), ("test", test))
+                },
+            }
+        )
+        _log_dataset_input(mlflow, fetched, repo_url)
+
+        def on_epoch(m: EpochMetrics) -> None:
+            # One line per epoch in a fixed shape, so a SageMaker metric regex can scrape it.
+            print(
+                f"epoch={m.epoch} train_loss={m.train_loss:.6f} "
+                f"train_accuracy={m.train_accuracy:.6f} val_loss={m.val_loss:.6f} "
+                f"val_accuracy={m.val_accuracy:.6f} images_per_second="
+                f"{m.images_per_second:.1f}",
+                flush=True,
+            )
+            mlflow.log_metrics({k: v for k, v in m.as_dict().items() if v == v}, step=m.epoch)
+            _save_checkpoint(paths.checkpoint_dir, model, m.epoch)
+
+        fitted = fit(
+            model,
+            train,
+            val,
+            epochs=params.epochs,
+            learning_rate=params.learning_rate,
+            batch_size=params.batch_size,
+            seed=params.seed,
+            device=device,
+            on_epoch=on_epoch,
+            should_stop=lambda: stop.stopped,
+        )
+        if fitted.stopped_early:
+            last_epoch = fitted.history[-1].epoch if fitted.history else 0
+            raise TrainingError(
+                f"stopped by SIGTERM in epoch {last_epoch}",
+                f"a checkpoint is in {paths.checkpoint_dir}",
+            )
+        model.load_state_dict(fitted.best_state)
+        test_loss, test_acc = evaluate(model, test, device)
+        final = {
+            "best_val_accuracy": fitted.best_val_accuracy,
+            "best_epoch": float(fitted.best_epoch),
+            "test_accuracy": test_acc,
+            "test_loss": test_loss,
+        }
+        mlflow.log_metrics({k: v for k, v in final.items() if v == v})
+        log.info(
+            "best epoch %d: val_accuracy %.4f; test_accuracy %.4f",
+            fitted.best_epoch,
+            fitted.best_val_accuracy,
+            test_acc,
+        )
+
+        lineage = {
+            "model_name": model_name,
+            "model_version": None,
+            "run_id": run_id,
+            "experiment": experiment,
+            "data_git_commit_id": fetched.commit,
+            "dvc_tag": params.dvc_tag,
+            "data_version": data_version,
+            "dvc_repo_url": redact_url(repo_url),
+            "dataset_md5": fetched.dataset_md5,
+            "manifest_sha256": fetched.manifest_sha256,
+            "code_version": __version__,
+            "model_architecture": ARCHITECTURE,
+            "image_size": params.image_size,
+            "classes": classes,
+            "pretrained": is_pretrained,
+            "training_job_name": env.job_name,
+            "metrics": final,
+        }
+        _save_model(mlflow, model.cpu(), paths.model_dir, lineage, params.image_size, test)
+        mlflow.log_artifact(str(fetched.manifest_path))
+        mlflow.log_artifacts(str(paths.model_dir), artifact_path="model")
+        version = None
+        if params.register:
+            version = _register(mlflow, run_id, model_name, fetched, data_version)
+            lineage["model_version"] = version
+            (paths.model_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
+        mlflow.log_dict(lineage, LINEAGE_FILE)
+
+    metrics = {**{k: v for k, v in fitted.history[-1].as_dict().items()}, **final}
+    return TrainingResult(
+        run_id=run_id,
+        model_name=model_name,
+        model_version=version,
+        data_git_commit_id=fetched.commit,
+        dvc_tag=params.dvc_tag,
+        dataset_md5=fetched.dataset_md5,
+        manifest_sha256=fetched.manifest_sha256,
+        metrics=metrics,
+        pretrained=is_pretrained,
+        device=device.type,
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+def _log_dataset_input(mlflow: Any, fetched: FetchedDataset, repo_url: str) -> None:
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    url = f"{redact_url(repo_url)}?rev={fetched.tag}&path=dataset"
+    source = HTTPDatasetSource(url=url)  # type: ignore[no-untyped-call]
+    name = f"dataset@{fetched.tag}"
+    dataset = MetaDataset(source=source, name=name, digest=fetched.dataset_md5)  # type: ignore[abstract]
+    mlflow.log_input(dataset, context="training")
+
+
+def _save_checkpoint(directory: Path, model: torch.nn.Module, epoch: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "checkpoint.pt.tmp"
+    torch.save({"epoch": epoch, "model_state": model.state_dict()}, tmp)
+    tmp.replace(directory / "checkpoint.pt")
+
+
+def _save_model(
+    mlflow: Any,
+    model: torch.nn.Module,
+    model_dir: Path,
+    lineage: dict[str, Any],
+    image_size: int,
+    test: Any,
+) -> None:
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    model.eval()
+    example = test.images[:2] if len(test) else torch.zeros(2, 3, image_size, image_size)
+    with torch.no_grad():
+        output = model(example).numpy()
+    example_np = example.numpy().astype(np.float32)
+    signature = infer_signature(example_np, output)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for child in model_dir.iterdir():
+        raise TrainingError(f"{model_dir} is not empty ({child.name})")
+    mlflow.pytorch.save_model(model, str(model_dir), signature=signature, input_example=example_np)
+    (model_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
+
+
+def _register(
+    mlflow: Any, run_id: str, name: str, fetched: FetchedDataset, data_version: str
+) -> str:
+    from mlflow.tracking import MlflowClient
+
+    registered = mlflow.register_model(f"runs:/{run_id}/model", name)
+    client = MlflowClient()
+    for key, value in (
+        ("data_git_commit_id", fetched.commit),
+        ("dvc_tag", fetched.tag),
+        ("data_version", data_version),
+        ("dataset_md5", fetched.dataset_md5),
+    ):
+        client.set_model_version_tag(name, registered.version, key, value)
+    log.info("registered %s version %s", name, registered.version)
+    return str(registered.version)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
+    paths = contract.TrainingPaths.from_env()
+    stop = _StopFlag()
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        result = run(paths, stop)
+    except LineageError as exc:
+        _fail(paths, str(exc))
+    except Exception as exc:  # the platform needs a reason for any failure
+        log.exception("unexpected failure")
+        _fail(paths, f"internal error: {exc.__class__.__name__}: {exc}")
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    (paths.output_data_dir / RESULT_FILE).write_text(json.dumps(asdict(result), indent=2) + "\n")
+    paths.success_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.success_file.write_text("")
+    log.info(
+        "training complete: %s version %s (%.1fs)",
+        result.model_name,
+        result.model_version,
+        result.seconds,
+    )
+
+
+def _fail(paths: contract.TrainingPaths, reason: str) -> NoReturn:
+    log.error("%s", reason)
+    if not paths.failure_file.exists():  # keep a reason written earlier, as the toolkit does
+        contract.write_reason(paths.failure_file, reason)
+    sys.exit(1)

@@ -1,0 +1,144 @@
+"""The training loop: Adam, best-val-epoch weights, deterministic on CPU for a fixed seed.
+
+Nothing here knows about MLflow, DVC or SageMaker: `fit` reports each epoch to a callback,
+so the hot loop costs the same as a bare torchvision loop (benchmarks/train_throughput.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from training.data import Split
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    images_per_second: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "train_loss": self.train_loss,
+            "train_accuracy": self.train_accuracy,
+            "val_loss": self.val_loss,
+            "val_accuracy": self.val_accuracy,
+            "images_per_second": self.images_per_second,
+        }
+
+
+@dataclass
+class FitResult:
+    history: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = float("nan")
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def evaluate(
+    model: nn.Module, data: Split, device: torch.device, batch_size: int = 256
+) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` on `data`; (nan, nan) for an empty split."""
+    if len(data) == 0:
+        return float("nan"), float("nan")
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    model.eval()
+    total_loss, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            images = data.images[start : start + batch_size].to(device)
+            labels = data.labels[start : start + batch_size].to(device)
+            logits = model(images)
+            total_loss += float(loss_fn(logits, labels))
+            correct += int((logits.argmax(1) == labels).sum())
+    return total_loss / len(data), correct / len(data)
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[EpochMetrics], None] = lambda _: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> FitResult:
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    loss_fn = nn.CrossEntropyLoss()
+    order = torch.Generator().manual_seed(seed)
+    result = FitResult()
+    best_score = float("-inf")
+    for epoch in range(1, epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        seen = 0
+        # Sums stay on the device: a float() per batch would stall a GPU on every step.
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        permutation = torch.randperm(len(train), generator=order)
+        for start in range(0, len(train), batch_size):
+            idx = permutation[start : start + batch_size]
+            if len(idx) < 2 and seen:  # BatchNorm cannot train on a batch of one
+                continue
+            images = train.images[idx].to(device, non_blocking=True)
+            labels = train.labels[idx].to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+            loss.backward()
+            optimizer.step()
+            seen += len(idx)
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == labels).sum()
+            if should_stop():
+                result.stopped_early = True
+                break
+        train_loss = float(loss_sum) / max(seen, 1)  # one sync per epoch
+        train_acc = int(correct) / max(seen, 1)
+        elapsed = time.perf_counter() - started
+        val_loss, val_acc = evaluate(model, val, device)
+        metrics = EpochMetrics(
+            epoch,
+            train_loss,
+            train_acc,
+            val_loss,
+            val_acc,
+            seen / elapsed if elapsed > 0 else 0.0,
+        )
+        result.history.append(metrics)
+        # Best by val accuracy (first best wins); with no val split, the last epoch.
+        has_val = val_acc == val_acc  # not NaN
+        score = val_acc if has_val else float(epoch)
+        if score > best_score:
+            best_score = score
+            result.best_epoch = epoch
+            result.best_val_accuracy = val_acc
+            result.best_state = copy.deepcopy(
+                {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            )
+        on_epoch(metrics)
+        if result.stopped_early:
+            break
+    return result
