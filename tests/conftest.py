@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -12,17 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from local.stack.process import port_free
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
+    return port_free(host, port)
 
 
 def free_port_block(count: int) -> int:

@@ -35,6 +35,7 @@ from training.model import ARCHITECTURE, BATCHNORM_MOMENTUM, PretrainedWeightsEr
 log = logging.getLogger("lineage.training")
 
 LINEAGE_FILE = "lineage.json"
+WEIGHTS_FILE = "weights.pt"
 RESULT_FILE = "result.json"
 
 
@@ -329,6 +330,9 @@ def _save_model(
     for child in model_dir.iterdir():
         raise TrainingError(f"{model_dir} is not empty ({child.name})")
     mlflow.pytorch.save_model(model, str(model_dir), signature=signature, input_example=example_np)
+    # A plain state dict beside the MLflow model: the inference server rebuilds the network
+    # from lineage.json and loads these with weights_only=True (no pickled code executed).
+    torch.save(model.state_dict(), model_dir / WEIGHTS_FILE)
     (model_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
 
 

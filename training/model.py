@@ -9,14 +9,11 @@ import torch
 from torch import nn
 from torchvision.models import MobileNet_V3_Small_Weights, mobilenet_v3_small
 
+from lineage.architecture import ARCHITECTURE, BATCHNORM_MOMENTUM, build_network
+
 log = logging.getLogger("lineage.training")
 
-ARCHITECTURE = "mobilenet_v3_small"
-# torchvision builds MobileNetV3 with BatchNorm momentum 0.01, tuned for ImageNet's ~100k
-# steps. On a few hundred steps the running statistics stay near their initial values, so
-# eval-mode accuracy sits at chance while train accuracy climbs (seen here: 97% train, 10%
-# val on digits). PyTorch's default 0.1 tracks the data within ~50 steps.
-BATCHNORM_MOMENTUM = 0.1
+__all__ = ["ARCHITECTURE", "BATCHNORM_MOMENTUM", "PretrainedWeightsError", "build_model"]
 
 
 class PretrainedWeightsError(Exception):
@@ -64,10 +61,4 @@ def build_model(num_classes: int, pretrained: str | None) -> tuple[nn.Module, bo
                     f"cannot load pretrained weights {path}: {str(exc)[:300]}"
                 ) from None
             loaded = True
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = BATCHNORM_MOMENTUM
-    last = model.classifier[-1]
-    assert isinstance(last, nn.Linear)
-    model.classifier[-1] = nn.Linear(last.in_features, num_classes)
-    return model, loaded
+    return build_network(num_classes, backbone=model), loaded

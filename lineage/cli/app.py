@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 
 from lineage import __version__
-from lineage.cli import process, stack, train
+from lineage.cli import deploy, process, stack, train
 from lineage.cli.output import err_console
 from lineage.errors import LineageError
 
@@ -24,6 +24,8 @@ app.command(name="process")(process.command)
 app.command(name="train")(train.train_command)
 app.command(name="pipeline")(train.pipeline_command)
 app.command(name="promote")(train.promote_command)
+app.command(name="deploy")(deploy.deploy_command)
+app.command(name="invoke")(deploy.invoke_command)
 
 
 def _version(value: bool) -> None:

@@ -134,6 +134,19 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
+def port_free(host: str, port: int) -> bool:
+    """True if a server could bind `port` now (SO_REUSEADDR, as servers bind)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def tail(path: Path, lines: int = 20) -> str:
     """Last `lines` lines of a log file, for error messages."""
     try:

@@ -15,7 +15,6 @@ alone. Ports are checked before anything starts, so a clash leaves nothing half 
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -169,7 +168,7 @@ class LocalStack:
     def _check_ports(self, specs: list[ServiceSpec]) -> None:
         for spec in specs:
             for port, env_var in spec.ports.items():
-                if not _port_free(self.settings.host, port):
+                if not process.port_free(self.settings.host, port):
                     raise StackError(
                         f"port {port} for the {spec.name} service is already in use by "
                         "another program",
@@ -320,13 +319,3 @@ HEALTH_TIMEOUT = 3.0
 def _health_of(name: str, url: str) -> bool:
     path = {"git": "/health", "s3": "/healthz", "mlflow": "/health"}[name]
     return http_ok(url + path)
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True

@@ -54,3 +54,47 @@ def git_identity(tmp_path: Path) -> dict[str, str]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "HOME": str(tmp_path),
     }
+
+
+@dataclass
+class Champion:
+    name: str
+    version: str
+    tag: str
+    result: dict[str, object]
+
+
+@pytest.fixture(scope="session")
+def champion(running_stack: RunningStack) -> Champion:
+    """A 1-epoch digits model, registered and promoted to `champion` (for serving tests)."""
+    import json
+    import uuid
+
+    from tests.conftest import run_cli
+
+    repo = f"serve-{uuid.uuid4().hex[:6]}"
+    name = f"digits-{repo}"
+    out = run_cli(
+        "pipeline",
+        "--version",
+        "v1.0",
+        "--fraction",
+        "0.1",
+        "--epochs",
+        "1",
+        "--repo",
+        repo,
+        "--model-name",
+        name,
+        "--json",
+        env=running_stack.env,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    version = str(result["training"]["model_version"])
+    promoted = run_cli(
+        "promote", "--model", f"{name}/{version}", "--alias", "champion", env=running_stack.env
+    )
+    assert promoted.returncode == 0, promoted.stderr
+    return Champion(name, version, str(result["processing"]["tag"]), result)

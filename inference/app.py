@@ -1,0 +1,110 @@
+"""The HTTP surface SageMaker expects (`/ping`, `/invocations`, `/execution-parameters`), plus
+`/lineage`. Starlette on uvicorn: small, fast, async, so `/ping` answers while the network
+is busy in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from inference.batcher import MicroBatcher
+from inference.codec import (
+    MAX_BODY_BYTES,
+    RequestError,
+    check_accept,
+    custom_attributes,
+    decode_request,
+    prediction,
+)
+from inference.model import LoadedModel
+from lineage.transforms import build_transform
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) as soon as it is known to exceed `limit`: from the
+    Content-Length header before reading anything, or while streaming a chunked body."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(
+            413,
+            "payload too large",
+            f"{declared} bytes; the limit is {limit} (6 MiB, as InvokeEndpoint)",
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "payload too large", f"over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(model: LoadedModel, *, max_batch: int = 32, max_wait_ms: float = 2.0) -> Starlette:
+    transform = build_transform(model.image_size)
+    batcher = MicroBatcher(model.network, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    lineage = model.summary
+    attributes = custom_attributes(lineage)
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        batcher.start()
+        state["ready"] = True
+        yield
+        state["ready"] = False
+        await batcher.stop()
+
+    async def ping(_: Request) -> Response:
+        return Response(status_code=200 if state["ready"] else 503)
+
+    async def invocations(request: Request) -> Response:
+        try:
+            check_accept(request.headers.get("accept"))
+            body = await read_body(request, MAX_BODY_BYTES)
+            images, is_batch = await asyncio.to_thread(
+                decode_request, request.headers.get("content-type"), body
+            )
+            tensors = await asyncio.to_thread(lambda: [transform(img) for img in images])
+        except RequestError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+        try:
+            probabilities = await batcher.predict(tensors)
+        except Exception as exc:
+            return JSONResponse(
+                {"error": "inference failed", "detail": str(exc)[:500]}, status_code=500
+            )
+        answers = [prediction(p, model.classes, lineage) for p in probabilities]
+        payload: Any = {"predictions": answers} if is_batch else answers[0]
+        return JSONResponse(payload, headers={"X-Amzn-SageMaker-Custom-Attributes": attributes})
+
+    async def execution_parameters(_: Request) -> Response:
+        return JSONResponse(
+            {
+                "MaxConcurrentTransforms": int(
+                    os.environ.get("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "4")
+                ),
+                "BatchStrategy": os.environ.get("SAGEMAKER_BATCH_STRATEGY", "MULTI_RECORD"),
+                "MaxPayloadInMB": int(os.environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB", "6")),
+            }
+        )
+
+    async def full_lineage(_: Request) -> Response:
+        return JSONResponse(model.lineage)
+
+    return Starlette(
+        routes=[
+            Route("/ping", ping, methods=["GET"]),
+            Route("/invocations", invocations, methods=["POST"]),
+            Route("/execution-parameters", execution_parameters, methods=["GET"]),
+            Route("/lineage", full_lineage, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,85 @@
+"""Dynamic micro-batching: images waiting at the same moment share one forward pass.
+
+Requests put their tensors on a queue and await a future; one task takes up to `max_batch`
+tensors (waiting at most `max_wait_ms` for more after the first), runs the network in a
+worker thread so the event loop keeps answering `/ping`, and resolves the futures. Under
+load, throughput approaches the model's batched speed; alone, a request waits at most
+`max_wait_ms` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class _Item:
+    tensor: torch.Tensor
+    future: asyncio.Future[list[float]]
+
+
+class MicroBatcher:
+    def __init__(
+        self, network: torch.nn.Module, max_batch: int = 32, max_wait_ms: float = 2.0
+    ) -> None:
+        self.network = network
+        self.max_batch = max(1, max_batch)
+        self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.images = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def predict(self, tensors: list[torch.Tensor]) -> list[list[float]]:
+        loop = asyncio.get_running_loop()
+        items = [_Item(t, loop.create_future()) for t in tensors]
+        for item in items:
+            self._queue.put_nowait(item)
+        return [await item.future for item in items]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait
+            while len(batch) < self.max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    while len(batch) < self.max_batch and not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            try:
+                probabilities = await asyncio.to_thread(self._forward, batch)
+            except Exception as exc:  # a failed batch fails its requests, not the server
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.images += len(batch)
+            for item, probs in zip(batch, probabilities, strict=True):
+                if not item.future.done():
+                    item.future.set_result(probs)
+
+    def _forward(self, batch: list[_Item]) -> list[list[float]]:
+        with torch.inference_mode():
+            logits = self.network(torch.stack([item.tensor for item in batch]))
+            result: list[list[float]] = torch.softmax(logits, dim=1).tolist()
+        return result

@@ -1,0 +1,92 @@
+"""`serve`: what SageMaker runs (``docker run IMAGE serve``).
+
+The model directory is checked and loaded *before* the socket opens: a missing or corrupt
+model exits non-zero with a clear message (SageMaker reports the failure) instead of a
+server that answers 500 forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+import uvicorn
+
+from inference.app import create_app
+from inference.model import ModelDirError, load_model_dir
+from lineage import contract
+
+log = logging.getLogger("lineage.inference")
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        sys.exit(f"{name}={raw!r} is not an integer")
+
+
+def model_dir_from_env() -> Path:
+    return Path(os.environ.get("SM_MODEL_DIR") or contract.base_dir() / "model")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`serve [--model-dir DIR]` (SageMaker passes no options: /opt/ml/model)."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    args = list(sys.argv[2:] if argv is None else argv)
+    model_dir = model_dir_from_env()
+    if args[:1] == ["--model-dir"] and len(args) == 2:
+        model_dir = Path(args[1])
+        os.environ["SM_MODEL_DIR"] = str(model_dir)  # for multi-worker processes
+    elif args:
+        sys.exit(f"unknown arguments {args}: usage: serve [--model-dir DIR]")
+    port = _int_env("SAGEMAKER_BIND_TO_PORT", 8080)
+    workers = _int_env("SAGEMAKER_MODEL_SERVER_WORKERS", 1)
+    max_batch = _int_env("LINEAGE_MAX_BATCH", 32)
+    max_wait_ms = float(os.environ.get("LINEAGE_MAX_BATCH_WAIT_MS", "2"))
+    host = os.environ.get("LINEAGE_SERVE_HOST", "0.0.0.0")  # noqa: S104 - a container serves all
+    try:
+        model = load_model_dir(model_dir)
+    except ModelDirError as exc:
+        log.error("cannot serve: %s", exc)
+        sys.exit(f"cannot serve: {exc}")
+    if workers > 1:
+        # one process per worker: each loads the model once; fewer threads each
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    log.info(
+        "serving %s version %s (run %s, data %s) on port %d, %d worker(s)",
+        model.lineage.get("model_name"),
+        model.lineage.get("model_version"),
+        model.lineage.get("run_id"),
+        model.lineage.get("data_git_commit_id"),
+        port,
+        workers,
+    )
+    if workers == 1:
+        app = create_app(model, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=25)
+    else:
+        uvicorn.run(
+            "inference.serve:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            timeout_graceful_shutdown=25,
+        )
+
+
+def app_factory() -> object:
+    """For multi-worker uvicorn: each worker process loads its own model."""
+    return create_app(
+        load_model_dir(model_dir_from_env()),
+        max_batch=_int_env("LINEAGE_MAX_BATCH", 32),
+        max_wait_ms=float(os.environ.get("LINEAGE_MAX_BATCH_WAIT_MS", "2")),
+    )

@@ -1,0 +1,82 @@
+"""`lineage deploy` and `lineage invoke`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lineage.cli.output import console, emit_json
+from lineage.config import Settings
+from lineage.errors import LineageError
+from lineage.ops.deploy import deploy, invoke, stop
+
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def deploy_command(
+    model: Annotated[str | None, typer.Option("--model", help="NAME@ALIAS or NAME/VERSION")] = None,
+    port: Annotated[int, typer.Option(help="Local port (SageMaker's is 8080).")] = 8080,
+    runtime: Annotated[str, typer.Option(help="process | docker")] = "process",
+    stop_: Annotated[bool, typer.Option("--stop", help="Stop the local endpoint.")] = False,
+    json_output: Json = False,
+) -> None:
+    """Serve a registered model version locally, as a SageMaker endpoint would."""
+    settings = Settings.from_env()
+    if stop_:
+        stopped = stop(settings, port)
+        if json_output:
+            emit_json({"stopped_ports": stopped})
+        else:
+            console.print(f"stopped endpoint on port {port}" if stopped else "nothing was running")
+        return
+    if model is None:
+        raise LineageError("--model is required", "pass --model NAME@ALIAS or NAME/VERSION")
+    result = deploy(settings, model, port=port, runtime=runtime)
+    if json_output:
+        emit_json(result)
+        return
+    lineage = result["lineage"]
+    alias = f" (alias {result['alias']})" if result["alias"] else ""
+    console.print(f"[bold]endpoint[/bold] {result['endpoint']}")
+    console.print(
+        f"[bold]model[/bold]    {result['model_name']} version {result['model_version']}"
+        f"{alias}, run {lineage.get('run_id')}"
+    )
+    console.print(
+        f"[bold]data[/bold]     tag {lineage.get('dvc_tag')} -> commit "
+        f"{lineage.get('data_git_commit_id')}"
+    )
+    console.print(f"try: lineage invoke --endpoint {result['endpoint']} IMAGE.png")
+
+
+def invoke_command(
+    files: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG).")],
+    endpoint: Annotated[str, typer.Option(help="Endpoint URL.")] = "http://127.0.0.1:8080",
+    json_output: Json = False,
+) -> None:
+    """Send images to an endpoint; print each label with the model and data that produced it."""
+    results = invoke(endpoint, files)
+    if json_output:
+        emit_json(results)
+        return
+    table = Table()
+    for column in ("file", "label", "p", "model", "data commit"):
+        table.add_column(column)
+    for r in results:
+        if r["status"] != 200:
+            table.add_row(r["file"], f"[red]{r['status']} {r['error']}[/red]", "", "", "")
+            continue
+        lineage = r["lineage"]
+        table.add_row(
+            r["file"],
+            r["label"],
+            f"{r['probabilities'][r['label']]:.3f}",
+            f"{lineage['model_name']}/{lineage['model_version']}",
+            str(lineage["data_git_commit_id"])[:12],
+        )
+    console.print(table)
+    if any(r["status"] != 200 for r in results):
+        raise typer.Exit(code=1)

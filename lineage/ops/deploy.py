@@ -1,0 +1,219 @@
+"""`lineage deploy` / `lineage invoke`: registry version -> model.tar.gz -> /opt/ml/model ->
+the inference server, exactly the path SageMaker takes (CreateModel from model.tar.gz)."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lineage.config import Settings
+from lineage.errors import LineageError
+from lineage.ops.train import parse_model_ref
+from local.runner.training import tar_directory
+from local.stack import process
+
+PING_TIMEOUT_S = 120.0
+
+
+def resolve_version(settings: Settings, ref: str) -> tuple[str, str, str | None]:
+    """(name, version, alias) of `NAME/VERSION` or `NAME@ALIAS` in the registry."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    name, version, alias = parse_model_ref(ref)
+    client = MlflowClient(settings.mlflow_uri)
+    try:
+        if alias is not None:
+            version = client.get_model_version_by_alias(name, alias).version
+        else:
+            assert version is not None
+            client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise LineageError(
+            f"{ref} is not in the model registry: {exc.message}",
+            "list versions in the MLflow UI, or promote one with `lineage promote`",
+        ) from None
+    return name, str(version), alias
+
+
+def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> dict[str, Any]:
+    """Build model.tar.gz from the registered version and extract it as `/opt/ml/model`.
+
+    lineage.json gets the registry's name, version and alias: the registry is the source of
+    truth for what is deployed, and its data commit must agree with the artifact's.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    name, version, alias = resolve_version(settings, ref)
+    client = MlflowClient(settings.mlflow_uri)
+    registered = client.get_model_version(name, version)
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+            )
+        )
+        lineage_file = local / "lineage.json"
+        if not lineage_file.is_file():
+            raise LineageError(
+                f"{name}/{version} has no lineage.json",
+                "it was not trained by `lineage train`; retrain it",
+            )
+        lineage = json.loads(lineage_file.read_text())
+        tagged = registered.tags.get("data_git_commit_id")
+        if tagged and tagged != lineage.get("data_git_commit_id"):
+            raise LineageError(
+                f"{name}/{version}: registry says data commit {tagged}, the artifact says "
+                f"{lineage.get('data_git_commit_id')}",
+                "do not deploy it; investigate",
+            )
+        lineage.update(
+            {
+                "model_name": name,
+                "model_version": version,
+                "alias": alias,
+                "run_id": registered.run_id or lineage.get("run_id"),
+            }
+        )
+        lineage_file.write_text(json.dumps(lineage, indent=2) + "\n")
+        if endpoint_dir.exists():
+            shutil.rmtree(endpoint_dir)
+        tarball = tar_directory(local, endpoint_dir / "model.tar.gz")
+    model_dir = endpoint_dir / "opt" / "ml" / "model"
+    model_dir.mkdir(parents=True)
+    with tarfile.open(tarball) as archive:
+        archive.extractall(model_dir, filter="data")
+    return {
+        "model_name": name,
+        "model_version": version,
+        "alias": alias,
+        "model_dir": str(model_dir),
+        "model_data": str(tarball),
+        "lineage": lineage,
+    }
+
+
+def _endpoint_files(settings: Settings, port: int) -> tuple[Path, Path, Path]:
+    return (
+        settings.home / "endpoints" / str(port),
+        settings.home / "run" / f"endpoint-{port}.pid",
+        settings.home / "logs" / f"endpoint-{port}.log",
+    )
+
+
+def deploy(
+    settings: Settings, ref: str, port: int = 8080, runtime: str = "process"
+) -> dict[str, Any]:
+    from local.runner.launch import check_runtime
+
+    check_runtime(runtime)
+    endpoint_dir, pid_file, log_file = _endpoint_files(settings, port)
+    stop(settings, port)
+    if not process.port_free(settings.host, port):
+        raise LineageError(
+            f"port {port} is in use by another program", "pass --port with a free port"
+        )
+    info = materialize(settings, ref, endpoint_dir)
+    env = {
+        **os.environ,
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "LINEAGE_SERVE_HOST": settings.host,
+        "SAGEMAKER_BASE_DIR": str(endpoint_dir / "opt" / "ml"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    pid = process.spawn(
+        [sys.executable, "-m", "inference", "serve", "--model-dir", info["model_dir"]],
+        pid_file=pid_file,
+        log_file=log_file,
+        env=env,
+        cwd=endpoint_dir,
+    )
+    url = f"http://{settings.host}:{port}"
+    deadline = time.monotonic() + PING_TIMEOUT_S
+    while True:
+        if not process.is_alive(pid):
+            pid_file.unlink(missing_ok=True)
+            raise LineageError(
+                "the inference server exited during start-up",
+                f"read {log_file}",
+                details=process.tail(log_file),
+            )
+        try:
+            if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.terminate(pid, 10)
+            pid_file.unlink(missing_ok=True)
+            raise LineageError(
+                "the inference server did not answer /ping in time",
+                f"read {log_file}",
+                details=process.tail(log_file),
+            )
+        time.sleep(0.2)
+    return {"endpoint": url, "pid": pid, "log": str(log_file), **info}
+
+
+def stop(settings: Settings, port: int | None = None) -> list[int]:
+    """Stop the local endpoint on `port` (all local endpoints when None)."""
+    run_dir = settings.home / "run"
+    files = (
+        [run_dir / f"endpoint-{port}.pid"]
+        if port is not None
+        else sorted(run_dir.glob("endpoint-*.pid"))
+    )
+    stopped = []
+    for pid_file in files:
+        pid = process.running_pid(pid_file, "inference")
+        if pid is not None:
+            process.terminate(pid, 30)  # SageMaker's SIGTERM -> SIGKILL window
+            stopped.append(int(pid_file.stem.split("-", 1)[1]))
+        pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def invoke(endpoint: str, files: list[Path]) -> list[dict[str, Any]]:
+    results = []
+    with httpx.Client(timeout=60) as client:
+        for path in files:
+            if not path.is_file():
+                raise LineageError(f"{path} does not exist", "pass image files")
+            kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            try:
+                response = client.post(
+                    f"{endpoint.rstrip('/')}/invocations",
+                    content=path.read_bytes(),
+                    headers={"Content-Type": kind, "Accept": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                raise LineageError(
+                    f"no endpoint answers at {endpoint} ({exc.__class__.__name__})",
+                    "start one with `lineage deploy`",
+                ) from None
+            body = response.json()
+            results.append(
+                {
+                    "file": str(path),
+                    "status": response.status_code,
+                    **(
+                        body
+                        if response.is_success
+                        else {"error": body.get("error"), "detail": body.get("detail")}
+                    ),
+                }
+            )
+    return results

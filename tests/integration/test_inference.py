@@ -1,0 +1,253 @@
+"""The inference server, deployed from the registry, answering with its lineage."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from lineage.transforms import preprocess
+from tests.conftest import free_port_block, run_cli
+from tests.integration.conftest import Champion, RunningStack
+
+pytestmark = pytest.mark.integration
+
+
+def digit_images(tmp_path: Path, count: int = 6) -> list[Path]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    paths = []
+    for i in range(count):
+        pixels = np.clip(np.rint(digits.images[-1 - i] * (255 / 16)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels, mode="L")
+        suffix = "png" if i % 2 == 0 else "jpg"
+        path = tmp_path / f"digit{i}.{suffix}"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def endpoint(running_stack: RunningStack, champion: Champion) -> Iterator[dict[str, Any]]:
+    port = free_port_block(1)
+    out = run_cli(
+        "deploy",
+        "--model",
+        f"{champion.name}@champion",
+        "--port",
+        str(port),
+        "--json",
+        env=running_stack.env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    info: dict[str, Any] = json.loads(out.stdout)
+    yield info
+    stopped = run_cli("deploy", "--stop", "--port", str(port), env=running_stack.env)
+    assert stopped.returncode == 0
+
+
+def test_round_trip_labels_and_lineage(
+    running_stack: RunningStack, champion: Champion, endpoint: dict[str, Any], tmp_path: Path
+) -> None:
+    files = digit_images(tmp_path)
+    out = run_cli(
+        "invoke",
+        "--endpoint",
+        endpoint["endpoint"],
+        *map(str, files),
+        "--json",
+        env=running_stack.env,
+    )
+    assert out.returncode == 0, out.stderr
+    answers = json.loads(out.stdout)
+
+    mlflow.set_tracking_uri(running_stack.settings.mlflow_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
+    classes = endpoint["lineage"]["classes"]
+    client = MlflowClient(running_stack.settings.mlflow_uri)
+    registered = client.get_model_version(champion.name, champion.version)
+    for path, answer in zip(files, answers, strict=True):
+        with Image.open(path) as image:
+            tensor = preprocess(image.convert("RGB"), 128).unsqueeze(0).numpy()
+        expected = classes[int(np.argmax(model.predict(tensor)[0]))]
+        assert answer["label"] == expected, path
+        assert abs(sum(answer["probabilities"].values()) - 1) < 1e-3
+        lineage = answer["lineage"]
+        assert lineage["model_name"] == champion.name
+        assert lineage["model_version"] == champion.version
+        assert lineage["run_id"] == registered.run_id
+        assert lineage["data_git_commit_id"] == registered.tags["data_git_commit_id"]
+        assert lineage["dvc_tag"] == registered.tags["dvc_tag"] == champion.tag
+
+    response = httpx.post(
+        f"{endpoint['endpoint']}/invocations",
+        content=files[0].read_bytes(),
+        headers={"Content-Type": "image/png"},
+    )
+    header = response.headers["X-Amzn-SageMaker-Custom-Attributes"]
+    assert f"model_version={champion.version}" in header
+    assert f"data_git_commit_id={registered.tags['data_git_commit_id']}" in header
+
+
+def test_json_batch_and_side_routes(endpoint: dict[str, Any], tmp_path: Path) -> None:
+    files = digit_images(tmp_path, 3)
+    payload = {"instances": [base64.b64encode(f.read_bytes()).decode() for f in files]}
+    response = httpx.post(f"{endpoint['endpoint']}/invocations", json=payload)
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 3
+    params = httpx.get(f"{endpoint['endpoint']}/execution-parameters").json()
+    assert set(params) == {"MaxConcurrentTransforms", "BatchStrategy", "MaxPayloadInMB"}
+    full = httpx.get(f"{endpoint['endpoint']}/lineage").json()
+    assert full["dataset_md5"].endswith(".dir") and full["image_size"] == 128
+
+
+def _png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 200).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BAD_REQUESTS: list[tuple[dict[str, str], bytes, int]] = [
+    ({"Content-Type": "text/plain"}, b"hello", 415),
+    ({"Content-Type": "image/png"}, b"", 400),
+    ({"Content-Type": "image/png"}, b"not an image at all", 400),
+    ({"Content-Type": "image/png"}, _png_bytes()[:30], 400),  # truncated PNG
+    ({"Content-Type": "application/json"}, b"{not json", 400),
+    ({"Content-Type": "application/json"}, b'{"instances": ["***not base64***"]}', 400),
+    ({"Content-Type": "application/json"}, b'{"instances": []}', 400),
+    ({"Content-Type": "image/png", "Accept": "text/csv"}, _png_bytes(), 406),
+]
+
+
+def test_bad_inputs_get_json_errors_and_the_server_survives(endpoint: dict[str, Any]) -> None:
+    url = f"{endpoint['endpoint']}/invocations"
+    with httpx.Client(timeout=30) as client:
+        for i in range(200):
+            headers, body, status = BAD_REQUESTS[i % len(BAD_REQUESTS)]
+            response = client.post(url, content=body, headers=headers)
+            assert response.status_code == status, (headers, body[:20])
+            assert set(response.json()) == {"error", "detail"}
+        big = client.post(
+            url, content=b"\0" * (6 * 1024 * 1024 + 1), headers={"Content-Type": "image/png"}
+        )
+        assert big.status_code == 413
+        assert client.get(f"{endpoint['endpoint']}/ping").status_code == 200
+        good = client.post(url, content=_png_bytes(), headers={"Content-Type": "image/png"})
+        assert good.status_code == 200 and "label" in good.json()
+
+
+def test_ping_stays_fast_under_16_concurrent_clients(endpoint: dict[str, Any]) -> None:
+    url = endpoint["endpoint"]
+    body = _png_bytes()
+    stop = threading.Event()
+
+    def hammer() -> int:
+        done = 0
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                client.post(
+                    f"{url}/invocations", content=body, headers={"Content-Type": "image/png"}
+                ).raise_for_status()
+                done += 1
+        return done
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = [pool.submit(hammer) for _ in range(16)]
+        time.sleep(1.0)
+        latencies = []
+        with httpx.Client(timeout=10) as client:
+            for _ in range(20):
+                started = time.perf_counter()
+                assert client.get(f"{url}/ping").status_code == 200
+                latencies.append(time.perf_counter() - started)
+                time.sleep(0.1)
+        stop.set()
+        served = sum(f.result() for f in futures)
+    assert served > 16
+    assert max(latencies) < 2.0, latencies
+
+
+def test_model_dir_without_weights_exits_non_zero(endpoint: dict[str, Any], tmp_path: Path) -> None:
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "lineage.json").write_text((Path(endpoint["model_dir"]) / "lineage.json").read_text())
+    port = free_port_block(1)
+    result = subprocess.run(
+        [sys.executable, "-m", "inference", "serve", "--model-dir", str(broken)],
+        env={**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "no weights" in result.stderr
+
+
+def test_stock_mlflow_models_serve_answers_too(
+    running_stack: RunningStack, champion: Champion
+) -> None:
+    port = free_port_block(1)
+    venv_bin = str(Path(sys.executable).parent)  # mlflow execs `uvicorn` from PATH
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": running_stack.settings.mlflow_uri,
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+    }
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{champion.name}/{champion.version}",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, "mlflow models serve exited"
+            assert time.monotonic() < deadline, "mlflow models serve did not start"
+            time.sleep(0.5)
+        tensor = preprocess(Image.new("L", (8, 8), 100), 128).unsqueeze(0).numpy()
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/invocations", json={"inputs": tensor.tolist()}, timeout=60
+        )
+        assert response.status_code == 200, response.text[:500]
+        assert np.asarray(response.json()["predictions"]).shape == (1, 10)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=30)
