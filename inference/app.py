@@ -66,24 +66,38 @@ def create_app(model: LoadedModel, *, max_batch: int = 32, max_wait_ms: float = 
         return Response(status_code=200 if state["ready"] else 503)
 
     async def invocations(request: Request) -> Response:
+        batcher.arrive()
+        predicted = False
+        try:
+            response, predicted = await answer(request)
+            return response
+        finally:
+            if not predicted:
+                batcher.leave()
+
+    async def answer(request: Request) -> tuple[Response, bool]:
+        """The response, and whether the request reached the batcher."""
         try:
             check_accept(request.headers.get("accept"))
             body = await read_body(request, MAX_BODY_BYTES)
-            images, is_batch = await asyncio.to_thread(
-                decode_request, request.headers.get("content-type"), body
-            )
-            tensors = await asyncio.to_thread(lambda: [transform(img) for img in images])
+            content_type = request.headers.get("content-type")
+
+            def decode() -> tuple[list[Any], bool]:
+                images, is_batch = decode_request(content_type, body)
+                return [transform(image) for image in images], is_batch
+
+            tensors, is_batch = await asyncio.to_thread(decode)
         except RequestError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status)
+            return JSONResponse(exc.body(), status_code=exc.status), False
         try:
-            probabilities = await batcher.predict(tensors)
+            probabilities = await batcher.predict(tensors)  # counts the request out
         except Exception as exc:
-            return JSONResponse(
-                {"error": "inference failed", "detail": str(exc)[:500]}, status_code=500
-            )
+            failed = {"error": "inference failed", "detail": str(exc)[:500]}
+            return JSONResponse(failed, status_code=500), True
         answers = [prediction(p, model.classes, lineage) for p in probabilities]
         payload: Any = {"predictions": answers} if is_batch else answers[0]
-        return JSONResponse(payload, headers={"X-Amzn-SageMaker-Custom-Attributes": attributes})
+        headers = {"X-Amzn-SageMaker-Custom-Attributes": attributes}
+        return JSONResponse(payload, headers=headers), True
 
     async def execution_parameters(_: Request) -> Response:
         return JSONResponse(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +32,14 @@ class MicroBatcher:
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Always the same thread: torch's OpenMP pool is per calling thread, and a fresh
+        # thread per batch pays its start-up every time (measured: 20 ms vs 5 ms at batch 1).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
         self.batches = 0
         self.images = 0
+        # Requests that arrived and are still being read/decoded (the app counts them in
+        # with `arrive()`; `predict()` or `leave()` counts them out).
+        self.arriving = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -42,8 +49,17 @@ class MicroBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def arrive(self) -> None:
+        self.arriving += 1
+
+    def leave(self) -> None:
+        self.arriving = max(0, self.arriving - 1)
 
     async def predict(self, tensors: list[torch.Tensor]) -> list[list[float]]:
+        """Enqueue one request's tensors (counting it out of `arriving`); await results."""
+        self.leave()
         loop = asyncio.get_running_loop()
         items = [_Item(t, loop.create_future()) for t in tensors]
         for item in items:
@@ -56,17 +72,15 @@ class MicroBatcher:
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_wait
             while len(batch) < self.max_batch:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    while len(batch) < self.max_batch and not self._queue.empty():
-                        batch.append(self._queue.get_nowait())
+                while not self._queue.empty() and len(batch) < self.max_batch:
+                    batch.append(self._queue.get_nowait())
+                # Wait only for requests already arriving (being read or decoded): alone, a
+                # request runs at once; under load, the batch fills within max_wait.
+                if self.arriving == 0 or loop.time() >= deadline:
                     break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+                await asyncio.sleep(0.0002)
             try:
-                probabilities = await asyncio.to_thread(self._forward, batch)
+                probabilities = await loop.run_in_executor(self._executor, self._forward, batch)
             except Exception as exc:  # a failed batch fails its requests, not the server
                 for item in batch:
                     if not item.future.done():

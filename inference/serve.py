@@ -30,6 +30,17 @@ def _int_env(name: str, default: int) -> int:
         sys.exit(f"{name}={raw!r} is not an integer")
 
 
+def torch_threads(workers: int) -> int:
+    """Intra-op threads per worker: the CPUs per worker less one, left to the event loop and
+    image decoding. Letting torch take every core makes its spinning OpenMP threads fight
+    the HTTP side (measured on 2 cores: p50 16.5 ms with 2 threads, 10.5 ms with 1)."""
+    configured = os.environ.get("LINEAGE_TORCH_THREADS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    per_worker = max(1, (os.cpu_count() or 1) // max(1, workers))
+    return max(1, per_worker - 1)
+
+
 def model_dir_from_env() -> Path:
     return Path(os.environ.get("SM_MODEL_DIR") or contract.base_dir() / "model")
 
@@ -56,9 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     except ModelDirError as exc:
         log.error("cannot serve: %s", exc)
         sys.exit(f"cannot serve: {exc}")
-    if workers > 1:
-        # one process per worker: each loads the model once; fewer threads each
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(torch_threads(workers))
     log.info(
         "serving %s version %s (run %s, data %s) on port %d, %d worker(s)",
         model.lineage.get("model_name"),
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def app_factory() -> object:
     """For multi-worker uvicorn: each worker process loads its own model."""
+    torch.set_num_threads(torch_threads(_int_env("SAGEMAKER_MODEL_SERVER_WORKERS", 1)))
     return create_app(
         load_model_dir(model_dir_from_env()),
         max_batch=_int_env("LINEAGE_MAX_BATCH", 32),
