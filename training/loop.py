@@ -52,6 +52,40 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.deterministic = True
 
 
+RECALIBRATION_IMAGES = 2048
+
+
+def recalibrate_batchnorm(
+    model: nn.Module, data: Split, device: torch.device, batch_size: int = 128
+) -> None:
+    """Recompute BatchNorm running statistics from the current weights ("precise BN").
+
+    Running averages lag the weights: after a few hundred steps of fast-moving weights, the
+    eval-mode statistics describe a model that no longer exists, and validation accuracy sits
+    near chance while training accuracy is high (seen on digits: 97% train, 10-36% val). A
+    forward pass over up to RECALIBRATION_IMAGES training images, in a fixed order, with a
+    cumulative average, makes the evaluated model the trained one. Deterministic, no grads.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(data) == 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the pass
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        count = min(len(data), RECALIBRATION_IMAGES)
+        for start in range(0, count, batch_size):
+            chunk = data.images[start : min(start + batch_size, count)]
+            if len(chunk) > 1:
+                model(chunk.to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 def evaluate(
     model: nn.Module, data: Split, device: torch.device, batch_size: int = 256
 ) -> tuple[float, float]:
@@ -117,7 +151,9 @@ def fit(
                 break
         train_loss = float(loss_sum) / max(seen, 1)  # one sync per epoch
         train_acc = int(correct) / max(seen, 1)
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started  # the hot loop only
+        if len(val) or epoch == epochs or should_stop():
+            recalibrate_batchnorm(model, train, device)
         val_loss, val_acc = evaluate(model, val, device)
         metrics = EpochMetrics(
             epoch,
