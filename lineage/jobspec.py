@@ -15,10 +15,26 @@ from typing import Any
 from lineage.errors import ConfigError
 
 PROCESSING_ENV_VALUE_LIMIT = 256  # BOTO ProcessingEnvironmentValue
-PROCESSING_ENV_KEYS_LIMIT = 100
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_ROLE = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/lineage-local"
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+def check_job_name(name: str) -> None:
+    if not _JOB_NAME.match(name):
+        raise ConfigError(f"invalid job name {name!r}", "use letters, digits and -, 63 at most")
+
+
+def check_environment(environment: dict[str, str], value_limit: int, api: str) -> None:
+    """SageMaker's limits on a job's Environment map: 100 keys, `value_limit` chars each."""
+    if len(environment) > 100:
+        raise ConfigError(f"{len(environment)} environment variables; {api} allows 100")
+    for key, value in environment.items():
+        if len(value) > value_limit:
+            raise ConfigError(
+                f"environment value {key} is {len(value)} characters; {api} allows {value_limit}",
+                f"shorten {key} (e.g. a shorter repository URL or experiment name)",
+            )
 
 
 def job_name(prefix: str) -> str:
@@ -59,17 +75,8 @@ class ProcessingJobSpec:
     max_runtime_s: int = 24 * 3600
 
     def validate(self) -> None:
-        if not _JOB_NAME.match(self.name):
-            raise ConfigError(f"invalid job name {self.name!r}", "use letters, digits and -")
-        if len(self.environment) > PROCESSING_ENV_KEYS_LIMIT:
-            raise ConfigError(f"{len(self.environment)} environment variables (max 100)")
-        for key, value in self.environment.items():
-            if len(value) > PROCESSING_ENV_VALUE_LIMIT:
-                raise ConfigError(
-                    f"environment value {key} is {len(value)} characters; SageMaker Processing "
-                    f"allows {PROCESSING_ENV_VALUE_LIMIT}",
-                    f"shorten {key} (e.g. a shorter repository URL or experiment name)",
-                )
+        check_job_name(self.name)
+        check_environment(self.environment, PROCESSING_ENV_VALUE_LIMIT, "SageMaker Processing")
         local_paths = [(i.name, i.local_path) for i in self.inputs] + [
             (o.name, o.local_path) for o in self.outputs
         ]
@@ -166,16 +173,13 @@ class TrainingJobSpec:
     max_runtime_s: int = 24 * 3600
 
     def validate(self) -> None:
-        if not _JOB_NAME.match(self.name):
-            raise ConfigError(f"invalid job name {self.name!r}", "use letters, digits and -")
+        check_job_name(self.name)
+        check_environment(self.environment, TRAINING_ENV_VALUE_LIMIT, "SageMaker Training")
         for key, value in self.hyperparameters.items():
             if not isinstance(value, str):
                 raise ConfigError(f"hyperparameter {key} must be a string on the wire")
             if len(value) > HYPERPARAMETER_VALUE_LIMIT:
                 raise ConfigError(f"hyperparameter {key} exceeds {HYPERPARAMETER_VALUE_LIMIT}")
-        for key, value in self.environment.items():
-            if len(value) > TRAINING_ENV_VALUE_LIMIT:
-                raise ConfigError(f"environment value {key} exceeds {TRAINING_ENV_VALUE_LIMIT}")
 
     @property
     def arn(self) -> str:

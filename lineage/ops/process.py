@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from lineage.config import Settings
-from lineage.errors import LineageError
 from lineage.jobspec import ProcessingJobSpec, ProcessingOutput, job_name
 from lineage.tracking import DEFAULT_EXPERIMENT
 from local.runner import run_processing
+from local.runner.launch import job_result
 from local.stack import LocalStack
 
 DEFAULT_REPO = "datasets"
@@ -84,13 +83,5 @@ def process(settings: Settings, options: ProcessOptions, *, stream: bool = True)
         runtime=options.runtime,
         stream=stream,
     )
-    if not outcome.succeeded:
-        raise LineageError(
-            f"processing job {outcome.name} failed: {outcome.message}",
-            f"full log: {outcome.log_file}",
-        )
-    result: dict[str, Any] = json.loads(
-        (outcome.output_dir / RESULT_DIR / "result.json").read_text()
-    )
-    result["job_name"] = outcome.name
+    result = job_result(outcome, "processing", outcome.output_dir / RESULT_DIR / "result.json")
     return result

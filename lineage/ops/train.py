@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from lineage.jobspec import Channel, TrainingJobSpec, job_name
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions, process
 from lineage.tracking import DEFAULT_EXPERIMENT
 from local.runner import run_training
-from local.stack import LocalStack
+from local.runner.launch import job_result
 
 TRAINING_IMAGE = "model-lineage/training:latest"
 
@@ -73,7 +72,7 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
                 f"pretrained weights {path} not found",
                 "pass --pretrained PATH to a torchvision .pth, or none",
             )
-    repo_url = LocalStack(settings).settings.repo_url(options.repo)
+    repo_url = settings.repo_url(options.repo)
     spec = build_spec(settings, options, repo_url)
     outcome = run_training(
         spec,
@@ -82,15 +81,8 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
         runtime=options.runtime,
         stream=stream,
     )
-    if not outcome.succeeded:
-        raise LineageError(
-            f"training job {outcome.name} failed: {outcome.message}",
-            f"full log: {outcome.log_file}",
-        )
-    result: dict[str, Any] = json.loads(
-        (outcome.base_dir / "output" / "data" / "result.json").read_text()
-    )
-    result["job_name"] = outcome.name
+    result_file = outcome.base_dir / "output" / "data" / "result.json"
+    result = job_result(outcome, "training", result_file)
     result["model_artifact"] = str(outcome.job_dir / "output" / "model.tar.gz")
     return result
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from lineage.errors import ConfigError
+from lineage.errors import ConfigError, LineageError
 
 RUNTIMES = ("process", "docker")
 
@@ -78,3 +80,15 @@ def read_reason(path: Path, exit_code: int, log_file: Path) -> str:
     if exit_code != 0:
         return f"the job exited with code {exit_code} without a reason; see {log_file}"
     return ""
+
+
+def job_result(outcome: JobOutcome, kind: str, result_file: Path) -> dict[str, Any]:
+    """The JSON result a completed job left, or the job's own failure reason as an error."""
+    if not outcome.succeeded:
+        raise LineageError(
+            f"{kind} job {outcome.name} failed: {outcome.message}",
+            f"full log: {outcome.log_file}",
+        )
+    result: dict[str, Any] = json.loads(result_file.read_text())
+    result["job_name"] = outcome.name
+    return result
