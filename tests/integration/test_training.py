@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import uuid
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from lineage import manifest
+from lineage import contract, manifest
 from lineage.gitops import dvc_out_md5
 from lineage.hashing import file_md5, file_sha256
 from lineage.jobspec import Channel
@@ -26,6 +29,7 @@ from lineage.ops.train import TrainOptions, build_spec
 from lineage.storage import s3_client
 from lineage.transforms import preprocess
 from local.runner import run_training
+from local.runner.training import prepare_base_dir
 from processing.publish import DatasetRepo
 from tests.conftest import run_cli
 from tests.integration.conftest import RunningStack
@@ -355,4 +359,42 @@ def test_empty_train_split_fails(running_stack: RunningStack, tmp_path: Path) ->
     outcome = _run_spec(running_stack, tmp_path, spec)
     assert outcome.status == "Failed"
     assert "has 0 training images" in outcome.message
+    assert _no_model(running_stack, name)
+
+
+def test_sigterm_saves_a_checkpoint_and_fails_with_a_reason(
+    running_stack: RunningStack, trained: Trained, tmp_path: Path
+) -> None:
+    """SageMaker stops a job (or a spot instance goes) with SIGTERM, then SIGKILL 120 s later."""
+    name = f"sigterm-{uuid.uuid4().hex[:6]}"
+    spec = build_spec(
+        running_stack.settings,
+        TrainOptions(tag=trained.tag, epochs=200, model_name=name),
+        trained.url,
+    )
+    base = prepare_base_dir(spec, tmp_path / "jobs")
+    env = {
+        **os.environ,
+        **running_stack.settings.client_env(),
+        **spec.environment,
+        contract.BASE_DIR_ENV: str(base),
+        "PYTHONUNBUFFERED": "1",
+    }
+    job = subprocess.Popen(
+        [sys.executable, "-m", "training", "train"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert job.stdout is not None
+    for line in job.stdout:
+        if line.startswith("epoch=1 "):
+            job.send_signal(signal.SIGTERM)
+            break
+    rest = job.communicate(timeout=300)[0]
+    assert job.returncode != 0, rest[-2000:]
+    paths = contract.TrainingPaths(base)
+    assert "stopped by SIGTERM" in paths.failure_file.read_text()
+    assert (paths.checkpoint_dir / "checkpoint.pt").is_file()
     assert _no_model(running_stack, name)
