@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from lineage import contract
 from lineage.architecture import ARCHITECTURE, build_network
 
-LINEAGE_FILE = "lineage.json"
-WEIGHTS_FILE = "weights.pt"
+LINEAGE_FILE = contract.MODEL_LINEAGE_FILE
+WEIGHTS_FILE = contract.MODEL_WEIGHTS_FILE
 LINEAGE_KEYS = ("model_name", "model_version", "run_id", "data_git_commit_id", "dvc_tag")
 
 

@@ -17,6 +17,12 @@ BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
 MESSAGE_LIMIT = 1024  # SageMaker keeps the first 1 KiB of the exit message / failure reason
 
+# What our jobs leave for the runner and the server (names shared by writer and reader).
+PROCESSING_RESULT_DIR = "lineage"  # under /opt/ml/processing/output: result.json, manifest
+TRAINING_RESULT_FILE = "result.json"  # under /opt/ml/output/data (tarred to output.tar.gz)
+MODEL_LINEAGE_FILE = "lineage.json"  # in /opt/ml/model: the model knows its own lineage
+MODEL_WEIGHTS_FILE = "weights.pt"  # in /opt/ml/model: plain state dict for the server
+
 
 def base_dir() -> Path:
     return Path(os.environ.get(BASE_DIR_ENV) or DEFAULT_BASE_DIR)

@@ -18,6 +18,8 @@ from lineage.errors import LineageError
 from lineage.hashing import bytes_sha256, file_sha256
 
 MANIFEST_NAME = "manifest.csv"
+DATASET_DIR = "dataset"  # the tracked directory in a dataset repository
+DVC_FILE = f"{DATASET_DIR}.dvc"  # its pointer file, committed and tagged
 BASE_COLUMNS = ("record_id", "file_path", "split", "label", "sha256")
 SPLITS = ("train", "val", "test")
 

@@ -25,17 +25,18 @@ from typing import NoReturn
 
 from lineage import __version__, contract, manifest, tracking
 from lineage.errors import LineageError
+from lineage.manifest import DVC_FILE
 from lineage.redact import redact_url
 from processing.dataset import write_dataset
 from processing.progress import Progress
-from processing.publish import DVC_FILE, DatasetRepo
+from processing.publish import DatasetRepo
 from processing.sampling import SamplingError, assign
 from processing.sampling import validate as validate_fractions
 from processing.sources import SourceError, load_source, parse_source
 
 log = logging.getLogger("lineage.processing")
 
-RESULT_DIR = "lineage"
+RESULT_DIR = contract.PROCESSING_RESULT_DIR
 
 
 class JobError(LineageError):

@@ -22,12 +22,11 @@ from typing import Any
 
 from lineage.errors import LineageError
 from lineage.gitops import GitError, dvc, dvc_out_md5, dvc_out_md5_from_text, git
+from lineage.manifest import DATASET_DIR, DVC_FILE
 
 log = logging.getLogger("lineage.processing")
 
 BRANCH = "main"
-DATASET_DIR = "dataset"
-DVC_FILE = f"{DATASET_DIR}.dvc"
 REMOTE_NAME = "storage"
 MAX_PUSH_ATTEMPTS = 8
 

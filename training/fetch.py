@@ -18,12 +18,9 @@ from lineage.dvchash import directory_md5
 from lineage.errors import LineageError
 from lineage.gitops import GitError, dvc, dvc_out_md5, git
 from lineage.hashing import bytes_sha256
-from lineage.manifest import ManifestRow
+from lineage.manifest import DATASET_DIR, DVC_FILE, ManifestRow
 
 log = logging.getLogger("lineage.training")
-
-DATASET_DIR = "dataset"
-DVC_FILE = "dataset.dvc"
 
 
 class DataVerificationError(LineageError):

@@ -34,9 +34,9 @@ from training.model import ARCHITECTURE, BATCHNORM_MOMENTUM, PretrainedWeightsEr
 
 log = logging.getLogger("lineage.training")
 
-LINEAGE_FILE = "lineage.json"
-WEIGHTS_FILE = "weights.pt"
-RESULT_FILE = "result.json"
+LINEAGE_FILE = contract.MODEL_LINEAGE_FILE
+WEIGHTS_FILE = contract.MODEL_WEIGHTS_FILE
+RESULT_FILE = contract.TRAINING_RESULT_FILE
 
 
 class TrainingError(LineageError):

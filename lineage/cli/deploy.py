@@ -8,18 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from lineage.cli.options import Json, Runtime
 from lineage.cli.output import console, emit_json
 from lineage.config import Settings
 from lineage.errors import LineageError
 from lineage.ops.deploy import deploy, invoke, stop
 
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-
 
 def deploy_command(
     model: Annotated[str | None, typer.Option("--model", help="NAME@ALIAS or NAME/VERSION")] = None,
     port: Annotated[int, typer.Option(help="Local port (SageMaker's is 8080).")] = 8080,
-    runtime: Annotated[str, typer.Option(help="process | docker")] = "process",
+    runtime: Runtime = "process",
     stop_: Annotated[bool, typer.Option("--stop", help="Stop the local endpoint.")] = False,
     json_output: Json = False,
 ) -> None:

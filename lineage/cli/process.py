@@ -6,30 +6,25 @@ from typing import Annotated
 
 import typer
 
+from lineage.cli.options import Fraction, Json, Repo, Runtime, Source, TestSplit, ValSplit, Version
 from lineage.cli.output import console, emit_json
 from lineage.config import Settings
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions, process
 
 
 def command(
-    version: Annotated[str, typer.Option("--version", help="Data version, e.g. v1.0.")],
-    fraction: Annotated[float, typer.Option("--fraction", help="Share of the source, (0, 1].")],
-    source: Annotated[
-        str, typer.Option(help="digits | cifar10[:PATH] | imagefolder:PATH (PATH local or s3://)")
-    ] = "digits",
-    val_split: Annotated[
-        float, typer.Option(help="Share of the sample used for validation.")
-    ] = 0.1,
-    test_split: Annotated[
-        float, typer.Option(help="Held-out test share, same in every version.")
-    ] = 0.1,
+    version: Version,
+    fraction: Fraction,
+    source: Source = "digits",
+    val_split: ValSplit = 0.1,
+    test_split: TestSplit = 0.1,
     seed: Annotated[int, typer.Option(help="Sampling seed; versions nest for the same seed.")] = 42,
-    repo: Annotated[str, typer.Option(help="Dataset repository on the git server.")] = DEFAULT_REPO,
+    repo: Repo = DEFAULT_REPO,
     pipeline_run_id: Annotated[
         str | None, typer.Option(help="Use this as the tag instead of <version>-<time>-<id>.")
     ] = None,
-    runtime: Annotated[str, typer.Option(help="process | docker")] = "process",
-    json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    runtime: Runtime = "process",
+    json_output: Json = False,
 ) -> None:
     """Sample, split and version a dataset with DVC (the SageMaker Processing job)."""
     result = process(

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from lineage.cli.options import Fraction, Json, Repo, Runtime, Source, TestSplit, ValSplit, Version
 from lineage.cli.output import console, emit_json
 from lineage.config import Settings
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions
@@ -22,9 +23,6 @@ ModelName = Annotated[
 Pretrained = Annotated[
     str, typer.Option(help="none | torchvision | PATH to a torchvision MobileNetV3-Small .pth")
 ]
-Repo = Annotated[str, typer.Option(help="Dataset repository on the git server.")]
-Runtime = Annotated[str, typer.Option(help="process | docker")]
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 def _print_training(result: dict[str, Any]) -> None:
@@ -82,13 +80,11 @@ def train_command(
 
 
 def pipeline_command(
-    version: Annotated[str, typer.Option("--version", help="Data version, e.g. v1.0.")],
-    fraction: Annotated[float, typer.Option("--fraction", help="Share of the source, (0, 1].")],
-    source: Annotated[
-        str, typer.Option(help="digits | cifar10[:PATH] | imagefolder:PATH")
-    ] = "digits",
-    val_split: Annotated[float, typer.Option(help="Validation share of the sample.")] = 0.1,
-    test_split: Annotated[float, typer.Option(help="Held-out test share.")] = 0.1,
+    version: Version,
+    fraction: Fraction,
+    source: Source = "digits",
+    val_split: ValSplit = 0.1,
+    test_split: TestSplit = 0.1,
     data_seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
     epochs: Epochs = 3,
     learning_rate: LearningRate = 0.001,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lineage import contract
 from lineage.config import Settings
 from lineage.jobspec import ProcessingJobSpec, ProcessingOutput, job_name
 from lineage.tracking import DEFAULT_EXPERIMENT
@@ -13,7 +14,6 @@ from local.runner.launch import job_result
 from local.stack import LocalStack
 
 DEFAULT_REPO = "datasets"
-RESULT_DIR = "lineage"  # processing.job.RESULT_DIR: the job writes result.json there
 PROCESSING_IMAGE = "model-lineage/processing:latest"
 
 
@@ -83,5 +83,7 @@ def process(settings: Settings, options: ProcessOptions, *, stream: bool = True)
         runtime=options.runtime,
         stream=stream,
     )
-    result = job_result(outcome, "processing", outcome.output_dir / RESULT_DIR / "result.json")
+    result = job_result(
+        outcome, "processing", outcome.output_dir / contract.PROCESSING_RESULT_DIR / "result.json"
+    )
     return result

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lineage import contract
 from lineage.config import Settings
 from lineage.errors import LineageError
 from lineage.jobspec import Channel, TrainingJobSpec, job_name
@@ -81,7 +82,9 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
         runtime=options.runtime,
         stream=stream,
     )
-    result_file = outcome.base_dir / "output" / "data" / "result.json"
+    result_file = (
+        contract.TrainingPaths(outcome.base_dir).output_data_dir / contract.TRAINING_RESULT_FILE
+    )
     result = job_result(outcome, "training", result_file)
     result["model_artifact"] = str(outcome.job_dir / "output" / "model.tar.gz")
     return result

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lineage import contract
 from lineage.errors import ConfigError, LineageError
 
 RUNTIMES = ("process", "docker")
@@ -36,6 +39,43 @@ class JobOutcome:
     @property
     def succeeded(self) -> bool:
         return self.status == "Completed"
+
+
+def fresh_base_dir(jobs_root: Path, name: str) -> Path:
+    """`<jobs_root>/<name>/opt/ml`, empty: each run starts from a clean /opt/ml."""
+    base = jobs_root / name / "opt" / "ml"
+    if base.exists():
+        shutil.rmtree(base)
+    return base
+
+
+def stage_input(source: Path, target: Path) -> None:
+    """Put an input where the platform would: a directory's contents at `target`, a single
+    file inside it. A missing source leaves `target` absent, for the job to report."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    elif source.is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / source.name)
+
+
+def job_env(
+    base: Path,
+    runtime_env: Mapping[str, str],
+    environment: Mapping[str, str],
+    **platform: str,
+) -> dict[str, str]:
+    """The job's environment: this machine's, the platform's credentials and endpoints, the
+    job's own Environment map, the base dir, and whatever the platform sets (`platform`)."""
+    return {
+        **os.environ,
+        **runtime_env,
+        **environment,
+        contract.BASE_DIR_ENV: str(base),
+        "PYTHONUNBUFFERED": "1",
+        **platform,
+    }
 
 
 def check_runtime(runtime: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -12,7 +11,15 @@ from pathlib import Path
 
 from lineage import contract
 from lineage.jobspec import ProcessingJobSpec
-from local.runner.launch import JobOutcome, check_runtime, launch, read_reason
+from local.runner.launch import (
+    JobOutcome,
+    check_runtime,
+    fresh_base_dir,
+    job_env,
+    launch,
+    read_reason,
+    stage_input,
+)
 
 
 def container_path(base: Path, local_path: str) -> Path:
@@ -22,22 +29,13 @@ def container_path(base: Path, local_path: str) -> Path:
 
 def prepare_base_dir(spec: ProcessingJobSpec, jobs_root: Path) -> Path:
     """Lay out `/opt/ml` for the job under `jobs_root/<name>/opt/ml`, as the platform does."""
-    base = jobs_root / spec.name / "opt" / "ml"
-    if base.exists():
-        shutil.rmtree(base)
+    base = fresh_base_dir(jobs_root, spec.name)
     paths = contract.ProcessingPaths(base)
     paths.config_dir.mkdir(parents=True)
     paths.job_config_file.write_text(json.dumps(spec.job_config(), indent=2))
     paths.resource_config_file.write_text(json.dumps(spec.resource_config()))
     for item in spec.inputs:
-        target = container_path(base, item.local_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source = Path(item.source)
-        if source.is_dir():
-            shutil.copytree(source, target)
-        elif source.is_file():
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / source.name)
+        stage_input(Path(item.source), container_path(base, item.local_path))
     for out in spec.outputs:  # the platform creates output dirs before the entrypoint starts
         container_path(base, out.local_path).mkdir(parents=True, exist_ok=True)
     (base / "output").mkdir(parents=True, exist_ok=True)
@@ -61,13 +59,7 @@ def run_processing(
     spec.validate()
     base = prepare_base_dir(spec, jobs_root)
     log_file = base.parent.parent / "job.log"
-    env = {
-        **os.environ,
-        **runtime_env,
-        **spec.environment,
-        contract.BASE_DIR_ENV: str(base),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = job_env(base, runtime_env, spec.environment)
     argv = [*(spec.entrypoint or [sys.executable, "-m", "processing"]), *spec.arguments]
     started = time.monotonic()
     exit_code = launch(argv, env, log_file, stream)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import tarfile
@@ -14,27 +13,26 @@ from pathlib import Path
 
 from lineage import contract
 from lineage.jobspec import TrainingJobSpec
-from local.runner.launch import JobOutcome, check_runtime, launch, read_reason
+from local.runner.launch import (
+    JobOutcome,
+    check_runtime,
+    fresh_base_dir,
+    job_env,
+    launch,
+    read_reason,
+    stage_input,
+)
 
 
 def prepare_base_dir(spec: TrainingJobSpec, jobs_root: Path) -> Path:
-    base = jobs_root / spec.name / "opt" / "ml"
-    if base.exists():
-        shutil.rmtree(base)
+    base = fresh_base_dir(jobs_root, spec.name)
     paths = contract.TrainingPaths(base)
     paths.config_dir.mkdir(parents=True)
     paths.hyperparameters_file.write_text(json.dumps(spec.hyperparameters, indent=2))
     paths.input_data_config_file.write_text(json.dumps(spec.input_data_config(), indent=2))
     paths.resource_config_file.write_text(json.dumps(spec.resource_config(), indent=2))
     for channel in spec.channels:
-        target = paths.channel_dir(channel.name)
-        source = Path(channel.source)
-        if source.is_dir():
-            shutil.copytree(source, target)
-        elif source.is_file():
-            target.mkdir(parents=True)
-            shutil.copy2(source, target / source.name)
-        # a missing source leaves the channel dir absent: the job reports it
+        stage_input(Path(channel.source), paths.channel_dir(channel.name))
     for directory in (paths.model_dir, paths.checkpoint_dir, paths.output_data_dir):
         directory.mkdir(parents=True, exist_ok=True)
     return base
@@ -62,15 +60,13 @@ def run_training(
     base = prepare_base_dir(spec, jobs_root)
     job_dir = base.parent.parent
     log_file = job_dir / "job.log"
-    env = {
-        **os.environ,
-        **runtime_env,
-        **spec.environment,
-        contract.BASE_DIR_ENV: str(base),
-        "TRAINING_JOB_NAME": spec.name,
-        "TRAINING_JOB_ARN": spec.arn,
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = job_env(
+        base,
+        runtime_env,
+        spec.environment,
+        TRAINING_JOB_NAME=spec.name,
+        TRAINING_JOB_ARN=spec.arn,
+    )
     started = time.monotonic()
     exit_code = launch([sys.executable, "-m", "training", "train"], env, log_file, stream)
     paths = contract.TrainingPaths(base)

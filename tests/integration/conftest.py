@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lineage.config import Settings
 from local.stack import LocalStack
-from tests.conftest import stack_env
+from tests.conftest import run_cli, stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +59,31 @@ def git_identity(tmp_path: Path) -> dict[str, str]:
     }
 
 
+def run_pipeline(
+    stack: RunningStack, repo: str, model_name: str, *, epochs: int, fraction: float = 0.1
+) -> dict[str, Any]:
+    """`lineage pipeline --json` on digits into its own repo and model name; the result."""
+    out = run_cli(
+        "pipeline",
+        "--version",
+        "v1.0",
+        "--fraction",
+        str(fraction),
+        "--epochs",
+        str(epochs),
+        "--repo",
+        repo,
+        "--model-name",
+        model_name,
+        "--json",
+        env=stack.env,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
 @dataclass
 class Champion:
     name: str
@@ -67,31 +95,9 @@ class Champion:
 @pytest.fixture(scope="session")
 def champion(running_stack: RunningStack) -> Champion:
     """A 1-epoch digits model, registered and promoted to `champion` (for serving tests)."""
-    import json
-    import uuid
-
-    from tests.conftest import run_cli
-
     repo = f"serve-{uuid.uuid4().hex[:6]}"
     name = f"digits-{repo}"
-    out = run_cli(
-        "pipeline",
-        "--version",
-        "v1.0",
-        "--fraction",
-        "0.1",
-        "--epochs",
-        "1",
-        "--repo",
-        repo,
-        "--model-name",
-        name,
-        "--json",
-        env=running_stack.env,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout)
+    result = run_pipeline(running_stack, repo, name, epochs=1)
     version = str(result["training"]["model_version"])
     promoted = run_cli(
         "promote", "--model", f"{name}/{version}", "--alias", "champion", env=running_stack.env

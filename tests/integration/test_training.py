@@ -29,10 +29,11 @@ from lineage.ops.train import TrainOptions, build_spec
 from lineage.storage import s3_client
 from lineage.transforms import preprocess
 from local.runner import run_training
+from local.runner.launch import job_env
 from local.runner.training import prepare_base_dir
 from processing.publish import DatasetRepo
 from tests.conftest import run_cli
-from tests.integration.conftest import RunningStack
+from tests.integration.conftest import RunningStack, run_pipeline
 from tests.integration.test_processing import checkout_with_plain_dvc, ok, remote_refs
 
 pytestmark = pytest.mark.integration
@@ -56,24 +57,7 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(running_stack: RunningStack) -> Trained:
     repo = f"train-{uuid.uuid4().hex[:6]}"
-    result = ok(
-        run_cli(
-            "pipeline",
-            "--version",
-            "v1.0",
-            "--fraction",
-            "0.1",
-            "--epochs",
-            "2",
-            "--repo",
-            repo,
-            "--model-name",
-            f"digits-{repo}",
-            "--json",
-            env=running_stack.env,
-            timeout=900,
-        )
-    )
+    result = run_pipeline(running_stack, repo, f"digits-{repo}", epochs=2)
     return Trained(repo, running_stack.settings.repo_url(repo), result)
 
 
@@ -373,13 +357,7 @@ def test_sigterm_saves_a_checkpoint_and_fails_with_a_reason(
         trained.url,
     )
     base = prepare_base_dir(spec, tmp_path / "jobs")
-    env = {
-        **os.environ,
-        **running_stack.settings.client_env(),
-        **spec.environment,
-        contract.BASE_DIR_ENV: str(base),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = job_env(base, running_stack.settings.client_env(), spec.environment)
     job = subprocess.Popen(
         [sys.executable, "-m", "training", "train"],
         env=env,
