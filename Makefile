@@ -75,15 +75,13 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# Until `lineage demo` lands (compare, promote, deploy, trace): the two dataset versions of
-# the reference scenario, each processed, trained and registered. digits has 1,797 images, so
-# the fractions are 50% and 100% (5% would be ~90 images).
-DEMO_EPOCHS ?= 5
+# The reference scenario end to end (`lineage demo`): two dataset versions processed, trained
+# and registered, compared, the better one promoted and deployed, invoked, traced, reproduced.
+# digits has 1,797 images, so its fractions are 50% and 100% (5% would be ~90 images).
+# Override with e.g. `make demo DEMO_ARGS="--source cifar10 --epochs 3"`.
+DEMO_ARGS ?=
 demo: install
-	$(BIN)/lineage stack up
-	$(BIN)/lineage pipeline --version v1.0 --fraction 0.5 --epochs $(DEMO_EPOCHS)
-	$(BIN)/lineage pipeline --version v2.0 --fraction 1.0 --epochs $(DEMO_EPOCHS)
-	@echo "MLflow UI: $$($(BIN)/lineage stack status --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["services"]["mlflow"]["url"])')"
+	$(BIN)/lineage demo $(DEMO_ARGS)
 
 stack-up: install
 	$(BIN)/lineage stack up

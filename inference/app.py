@@ -111,7 +111,7 @@ def create_app(model: LoadedModel, *, max_batch: int = 32, max_wait_ms: float = 
         )
 
     async def full_lineage(_: Request) -> Response:
-        return JSONResponse(model.lineage)
+        return JSONResponse(model.served_lineage)
 
     return Starlette(
         routes=[

@@ -17,6 +17,7 @@ from torch import nn
 
 from lineage import contract
 from lineage.architecture import ARCHITECTURE, build_network
+from lineage.hashing import file_sha256
 
 LINEAGE_FILE = contract.MODEL_LINEAGE_FILE
 WEIGHTS_FILE = contract.MODEL_WEIGHTS_FILE
@@ -33,6 +34,13 @@ class LoadedModel:
     classes: list[str]
     image_size: int
     lineage: dict[str, Any]
+    weights_sha256: str = ""
+
+    @property
+    def served_lineage(self) -> dict[str, Any]:
+        """`GET /lineage`: lineage.json plus the hash of the weights actually loaded, so a
+        swapped model.tar.gz is told apart from the registered one (`lineage trace`)."""
+        return {**self.lineage, "weights_sha256": self.weights_sha256}
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -68,4 +76,6 @@ def load_model_dir(model_dir: Path) -> LoadedModel:
     except Exception as exc:
         raise ModelDirError(f"cannot load {weights}: {str(exc)[:300]}") from None
     network.eval()
-    return LoadedModel(network, [str(c) for c in classes], image_size, lineage)
+    return LoadedModel(
+        network, [str(c) for c in classes], image_size, lineage, file_sha256(weights)
+    )

@@ -1,8 +1,42 @@
 """model-lineage: every model traceable to the exact records that trained it.
 
-The shared core (configuration, errors, redaction, later git/DVC, MLflow and consent logic)
-and the `lineage` command line live here; the jobs (`processing`, `training`, `inference`)
-and the local harness (`local`) build on it.
+The Python API is the same set of functions the command line calls, returning typed results::
+
+    from lineage import Settings, trace, reproduce, verify, compare
+
+    chain = trace(Settings.from_env(), model="digits-mobilenetv3@champion")
+    assert chain.ok, chain.failed
+
+They are imported lazily, so ``import lineage`` (and the CLI's start) stays fast.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_API = {
+    "Settings": "lineage.config",
+    "trace": "lineage.query.trace",
+    "reproduce": "lineage.query.reproduce",
+    "verify": "lineage.query.verify",
+    "compare": "lineage.query.compare",
+}
+
+__all__ = ["Settings", "__version__", "compare", "reproduce", "trace", "verify"]
+
+if TYPE_CHECKING:
+    from lineage.config import Settings
+    from lineage.query.compare import compare
+    from lineage.query.reproduce import reproduce
+    from lineage.query.trace import trace
+    from lineage.query.verify import verify
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lineage' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -48,6 +48,8 @@ ENV_VARS: dict[str, str] = {
     "LINEAGE_MLFLOW_BUCKET": "bucket for MLflow artifacts (default lineage-mlflow)",
     "LINEAGE_STARTUP_TIMEOUT": "seconds `stack up` waits for each service (default 180)",
     "LINEAGE_WEED_BIN": "path of the SeaweedFS `weed` binary (default: from the venv / PATH)",
+    "LINEAGE_CONSENT_DB": "SQLAlchemy URL of the consent registry (default SQLite in LINEAGE_HOME)",
+    "LINEAGE_INDEX_DB": "SQLAlchemy URL of the lineage index (default SQLite in LINEAGE_HOME)",
 }
 
 
@@ -96,6 +98,8 @@ class Settings:
     aws_access_key_id: str = EMBEDDED_ACCESS_KEY_ID
     aws_secret_access_key: str = field(default=EMBEDDED_SECRET_ACCESS_KEY, repr=False)
     aws_region: str = "us-east-1"
+    consent_db_override: str | None = field(default=None, repr=False)
+    index_db_override: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +125,8 @@ class Settings:
             aws_access_key_id=key_id or EMBEDDED_ACCESS_KEY_ID,
             aws_secret_access_key=secret or EMBEDDED_SECRET_ACCESS_KEY,
             aws_region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1",
+            consent_db_override=env.get("LINEAGE_CONSENT_DB") or None,
+            index_db_override=env.get("LINEAGE_INDEX_DB") or None,
         )
 
     # -- where things are --------------------------------------------------------------------
@@ -157,6 +163,16 @@ class Settings:
     def seaweed_ports(self) -> list[int]:
         return list(range(self.seaweed_port_base, self.seaweed_port_base + SEAWEED_INTERNAL_PORTS))
 
+    @property
+    def consent_db(self) -> str:
+        """SQLAlchemy URL of the consent registry (may hold a password: redact to show)."""
+        return self.consent_db_override or f"sqlite:///{self.home / 'consent.db'}"
+
+    @property
+    def index_db(self) -> str:
+        """SQLAlchemy URL of the lineage index (a cache of MLflow + git, rebuildable)."""
+        return self.index_db_override or f"sqlite:///{self.home / 'index.db'}"
+
     def repo_url(self, name: str) -> str:
         return f"{self.git_url}/{name}.git"
 
@@ -190,4 +206,6 @@ class Settings:
                 "seaweed_internal": self.seaweed_ports,
             },
             "startup_timeout_s": self.startup_timeout,
+            "consent_db": redact_url(self.consent_db),
+            "index_db": redact_url(self.index_db),
         }

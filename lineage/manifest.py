@@ -20,7 +20,9 @@ from lineage.hashing import bytes_sha256, file_sha256
 MANIFEST_NAME = "manifest.csv"
 DATASET_DIR = "dataset"  # the tracked directory in a dataset repository
 DVC_FILE = f"{DATASET_DIR}.dvc"  # its pointer file, committed and tagged
+DATASET_METADATA = "dataset.json"  # committed beside it: pattern, consent snapshot, counts
 BASE_COLUMNS = ("record_id", "file_path", "split", "label", "sha256")
+RECORD_COLUMNS = ("patient_id", "scan_id", *BASE_COLUMNS)  # the record (patient) pattern
 SPLITS = ("train", "val", "test")
 
 
@@ -31,9 +33,13 @@ class ManifestRow:
     split: str
     label: str
     sha256: str
+    patient_id: str = ""  # record pattern only
+    scan_id: str = ""  # record pattern only
 
     def as_dict(self) -> dict[str, str]:
         return {
+            "patient_id": self.patient_id,
+            "scan_id": self.scan_id,
             "record_id": self.record_id,
             "file_path": self.file_path,
             "split": self.split,
@@ -47,13 +53,13 @@ def render(rows: Iterable[ManifestRow], columns: Sequence[str] = BASE_COLUMNS) -
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in sorted(rows):
-        writer.writerow(row.as_dict())
+        writer.writerow({key: value for key, value in row.as_dict().items() if key in columns})
     return buffer.getvalue().encode()
 
 
-def write(path: Path, rows: Iterable[ManifestRow]) -> str:
+def write(path: Path, rows: Iterable[ManifestRow], columns: Sequence[str] = BASE_COLUMNS) -> str:
     """Write the manifest; return its sha256."""
-    data = render(rows)
+    data = render(rows, columns)
     path.write_bytes(data)
     return bytes_sha256(data)
 
@@ -65,11 +71,16 @@ def read(path: Path) -> list[ManifestRow]:
         raise LineageError(
             f"no manifest at {path}", "the dataset was not written by `lineage process`"
         ) from None
+    return parse(text, str(path))
+
+
+def parse(text: str, where: str = "manifest") -> list[ManifestRow]:
+    """Rows of a manifest's text; the record pattern's patient columns when present."""
     reader = csv.DictReader(io.StringIO(text))
     missing = set(BASE_COLUMNS) - set(reader.fieldnames or ())
     if missing:
         raise LineageError(
-            f"manifest {path} lacks columns {sorted(missing)}",
+            f"{where} lacks columns {sorted(missing)}",
             "regenerate the dataset with `lineage process`",
         )
     return [
@@ -79,6 +90,8 @@ def read(path: Path) -> list[ManifestRow]:
             split=r["split"],
             label=r["label"],
             sha256=r["sha256"],
+            patient_id=r.get("patient_id") or "",
+            scan_id=r.get("scan_id") or "",
         )
         for r in reader
     ]

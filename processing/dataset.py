@@ -33,6 +33,14 @@ class WrittenDataset:
         return {split: counted.get(split, 0) for split in manifest.SPLITS}
 
     @property
+    def patients(self) -> dict[str, int]:
+        """Distinct patients per split (record pattern; zeros otherwise)."""
+        return {
+            split: len({r.patient_id for r in self.rows if r.split == split and r.patient_id})
+            for split in manifest.SPLITS
+        }
+
+    @property
     def classes(self) -> list[str]:
         return sorted({row.label for row in self.rows})
 
@@ -45,8 +53,10 @@ def write_dataset(
     assignments: Sequence[Assignment],
     root: Path,
     on_progress: Callable[[int], None] = lambda _: None,
+    columns: Sequence[str] = manifest.BASE_COLUMNS,
 ) -> WrittenDataset:
-    """Write `assignments` under `root` (replacing what is there) and its manifest."""
+    """Write `assignments` under `root` (replacing what is there) and its manifest (with the
+    patient columns in the record pattern)."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -68,8 +78,10 @@ def write_dataset(
                 split=assignment.split,
                 label=record.label,
                 sha256=file_sha256(path),
+                patient_id=record.patient_id or "",
+                scan_id=record.scan_id or "",
             )
         )
         on_progress(1)
-    digest = manifest.write(root / manifest.MANIFEST_NAME, rows)
+    digest = manifest.write(root / manifest.MANIFEST_NAME, rows, columns)
     return WrittenDataset(root, sorted(rows), digest)

@@ -24,19 +24,22 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 from lineage import __version__, contract, manifest, tracking
+from lineage.consent.snapshot import Snapshot
 from lineage.errors import LineageError
-from lineage.manifest import DVC_FILE
+from lineage.manifest import DATASET_METADATA, DVC_FILE
 from lineage.redact import redact_url
 from processing.dataset import write_dataset
 from processing.progress import Progress
 from processing.publish import DatasetRepo
-from processing.sampling import SamplingError, assign
+from processing.sampling import Assignment, SamplingError, assign, assign_by_patient
 from processing.sampling import validate as validate_fractions
-from processing.sources import SourceError, load_source, parse_source
+from processing.sources import PATIENT_KINDS, SourceError, load_source, parse_source
 
 log = logging.getLogger("lineage.processing")
 
 RESULT_DIR = contract.PROCESSING_RESULT_DIR
+CONSENT_INPUT = contract.CONSENT_INPUT_NAME  # /opt/ml/processing/input/consent
+CONSENT_PARAMS = ("consent_snapshot_sha256", "consent_as_of", "excluded_patients")
 
 
 class JobError(LineageError):
@@ -66,6 +69,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="digits | cifar10[:PATH] | imagefolder:PATH (PATH local or s3://)",
     )
     parser.add_argument(
+        "--pattern",
+        choices=("dataset", "record"),
+        default="dataset",
+        help="record: patient-level manifest, consent-filtered, split by patient",
+    )
+    parser.add_argument(
         "--remote-url",
         default=os.environ.get("DVC_REMOTE_URL"),
         help="DVC remote for a new repository (default s3://lineage-dvc/dvc)",
@@ -89,6 +98,9 @@ class ProcessingResult:
     source: str
     mlflow_run_id: str | None
     seconds: float
+    pattern: str = "dataset"
+    consent: dict[str, object] | None = None  # record pattern: the snapshot used
+    patients: dict[str, int] | None = None  # record pattern: distinct patients per split
 
 
 def make_tag(version: str, run_id: str | None) -> str:
@@ -129,22 +141,45 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
     )
     repo.prepare(tag)
 
+    record_pattern = args.pattern == "record"
+    snapshot = None
+    if record_pattern:
+        if source.kind not in PATIENT_KINDS:
+            raise JobError(
+                f"the record pattern needs a source with patients, not {source.kind}",
+                "use --source synthetic-cxr or --source cxr:PATH",
+            )
+        snapshot = Snapshot.read(paths.input_dir / CONSENT_INPUT)
+        log.info(
+            "consent snapshot %s as of %s: %d patients consent, %d do not",
+            snapshot.sha256,
+            snapshot.as_of,
+            len(snapshot.consenting),
+            len(snapshot.withdrawn),
+        )
+
     _step(f"load source {source}")
     records = load_source(source, paths.input_dir)
-    assignments = assign(
+    sampler = assign_by_patient if record_pattern else assign
+    assignments = sampler(
         records,
         fraction=args.data_fraction,
         val_split=args.val_split,
         test_split=args.test_split,
         seed=args.seed,
     )
+    consent: dict[str, object] = {}
+    if snapshot is not None:
+        assignments, consent = _consent_filter(assignments, snapshot)
     _step(f"write {len(assignments)} of {len(records)} images")
+    columns = manifest.RECORD_COLUMNS if record_pattern else manifest.BASE_COLUMNS
     with Progress(len(assignments), "writing images") as progress:
-        dataset = write_dataset(assignments, repo.dataset_dir, progress.advance)
+        dataset = write_dataset(assignments, repo.dataset_dir, progress.advance, columns)
     counts = dataset.counts
     log.info("counts: %s; manifest sha256 %s", counts, dataset.manifest_sha256)
 
     metadata = {
+        "pattern": args.pattern,
         "data_version": args.data_version,
         "data_fraction": args.data_fraction,
         "val_split": args.val_split,
@@ -154,13 +189,18 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
         "manifest_sha256": dataset.manifest_sha256,
         "counts": counts,
         "code_version": __version__,
+        **consent,
     }
+    if record_pattern:
+        metadata["patients"] = dataset.patients
+        metadata["patient_count"] = len({r.patient_id for r in dataset.rows})
     message = (
         f"dataset {args.data_version}: {sum(counts.values())} records "
         f"(train {counts['train']}, val {counts['val']}, test {counts['test']}) "
         f"from {source.name}\n\nmanifest sha256 {dataset.manifest_sha256}"
     )
-    published = repo.publish(tag, message, metadata)
+    committed = {DATASET_METADATA: (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()}
+    published = repo.publish(tag, message, metadata, committed)
 
     out_dir = paths.output_dir / RESULT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +231,10 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
                 "manifest_sha256": dataset.manifest_sha256,
                 "reused_commit": published.reused_commit,
                 "code_version": __version__,
+                "pattern": args.pattern,
                 **{f"count_{split}": n for split, n in counts.items()},
+                **{k: v for k, v in consent.items() if k in CONSENT_PARAMS},
+                **({"patient_count": metadata["patient_count"]} if record_pattern else {}),
             },
             metrics={f"records_{split}": float(n) for split, n in counts.items()},
             tags={"dvc_tag": tag, "data_git_commit_id": published.commit},
@@ -213,10 +256,39 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
         source=str(source),
         mlflow_run_id=run_id,
         seconds=round(time.monotonic() - started, 2),
+        pattern=args.pattern,
+        consent=consent or None,
+        patients=dataset.patients if record_pattern else None,
     )
     (out_dir / "result.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     _step(f"published {tag} -> {published.commit[:12]} ({result.seconds:.1f}s)")
     return result
+
+
+def _consent_filter(
+    assignments: list[Assignment], snapshot: Snapshot
+) -> tuple[list[Assignment], dict[str, object]]:
+    """Keep only records of patients who consent at the snapshot; say what was left out.
+
+    A patient the registry does not know has not consented: unknown means excluded.
+    """
+    consenting = set(snapshot.consenting)
+    kept = [a for a in assignments if a.record.patient_id in consenting]
+    excluded = {a.record.patient_id for a in assignments} - consenting
+    log.info(
+        "consent filter: kept %d records, excluded %d records of %d patients",
+        len(kept),
+        len(assignments) - len(kept),
+        len(excluded),
+    )
+    return kept, {
+        "consent_snapshot_sha256": snapshot.sha256,
+        "consent_as_of": snapshot.as_of,
+        "consent_head_seq": snapshot.head_seq,
+        "consent_head_hash": snapshot.head_hash,
+        "excluded_patients": len(excluded),
+        "excluded_records": len(assignments) - len(kept),
+    }
 
 
 def _step(message: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,18 @@ class DatasetRepo:
             dvc("remote", "add", "--default", REMOTE_NAME, self.remote_url, cwd=self.dir)
 
     # -- after the data is written -------------------------------------------------------------
-    def publish(self, tag: str, message: str, tag_metadata: dict[str, Any]) -> PublishResult:
+    def publish(
+        self,
+        tag: str,
+        message: str,
+        tag_metadata: dict[str, Any],
+        committed: dict[str, bytes] | None = None,
+    ) -> PublishResult:
+        """Push the data, then commit the `.dvc` file (and the `committed` files beside it,
+        e.g. `dataset.json`) and tag the commit."""
+        committed = committed or {}
+        for name, data in committed.items():
+            (self.dir / name).write_bytes(data)
         self.step("dvc add dataset (hash every file)")
         dvc("add", "--quiet", DATASET_DIR, cwd=self.dir)
         md5, nfiles, size = dvc_out_md5(self.dir / DVC_FILE)
@@ -113,7 +125,7 @@ class DatasetRepo:
             ) from None
         log.info("dvc push: %s", pushed.stdout.strip().splitlines()[-1:] or ["done"])
 
-        commit, reused = self._commit_and_push_branch(message, md5)
+        commit, reused = self._commit_and_push_branch(message, md5, committed)
         self.step(f"tag {tag} -> {commit[:12]} and push it")
         self._git(
             "tag",
@@ -140,13 +152,17 @@ class DatasetRepo:
             )
         return PublishResult(tag, commit, md5, nfiles, size, reused)
 
-    def _commit_and_push_branch(self, message: str, md5: str) -> tuple[str, bool]:
+    def _commit_and_push_branch(
+        self, message: str, md5: str, committed: dict[str, bytes]
+    ) -> tuple[str, bool]:
         for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
             head_md5 = self._head_dataset_md5()
-            if head_md5 == md5:
+            if head_md5 == md5 and all(self._head_file(n) == d for n, d in committed.items()):
                 self.step("dataset unchanged since the last version: reusing its commit")
                 return self._git("rev-parse", "HEAD"), True
-            self._git("add", "--all", ".dvc", ".dvcignore", DVC_FILE, ".gitignore")
+            for name, data in committed.items():  # a rebase onto a new tip resets the tree
+                (self.dir / name).write_bytes(data)
+            self._git("add", "--all", ".dvc", ".dvcignore", DVC_FILE, ".gitignore", *committed)
             self._git("commit", "--quiet", "--message", message)
             commit = self._git("rev-parse", "HEAD")
             self.step(f"push commit {commit[:12]} to {BRANCH}")
@@ -188,6 +204,14 @@ class DatasetRepo:
             return None
         shown = git("show", f"HEAD:{DVC_FILE}", cwd=self.dir, check=False)
         return dvc_out_md5_from_text(shown.stdout) if shown.returncode == 0 else None
+
+    def _head_file(self, name: str) -> bytes | None:
+        if not self._has_commits():
+            return None
+        shown = subprocess.run(
+            ["git", "show", f"HEAD:{name}"], cwd=self.dir, capture_output=True, check=False
+        )
+        return shown.stdout if shown.returncode == 0 else None
 
     def _remote_tag_commit(self, tag: str) -> str | None:
         out = self._git("ls-remote", "--tags", "origin", f"refs/tags/{tag}")

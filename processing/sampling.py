@@ -87,3 +87,56 @@ def assign(
             f"({len(records)} records in the source): use a larger fraction"
         )
     return out
+
+
+def assign_by_patient(
+    records: Sequence[SourceRecord],
+    *,
+    fraction: float,
+    val_split: float,
+    test_split: float,
+    seed: int,
+) -> list[Assignment]:
+    """The record pattern: the same nested, stratified sampling, with patients as the unit.
+
+    Every scan of a patient lands in the same split (scans of one patient are correlated: a
+    patient in train and test would leak). Patients are stratified by their set of labels and
+    ranked by ``sha256(seed:patient_id)``. Ranks and split boundaries are computed over the
+    whole source, before any consent filter, so withdrawing a patient removes exactly that
+    patient's records from later versions and moves no other patient between splits.
+    """
+    validate(fraction, val_split, test_split)
+    by_patient: dict[str, list[SourceRecord]] = defaultdict(list)
+    for record in records:
+        if not record.patient_id:
+            raise SamplingError(
+                f"record {record.record_id} has no patient id: the record pattern needs a "
+                "source with patients (synthetic-cxr, cxr:PATH)"
+            )
+        by_patient[record.patient_id].append(record)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for patient, scans in by_patient.items():
+        strata["+".join(sorted({r.label for r in scans}))].append(patient)
+
+    out: list[Assignment] = []
+    for stratum in sorted(strata):
+        ranked = sorted(strata[stratum], key=lambda p: _rank_key(seed, p))
+        n_test = round(test_split * len(ranked))
+        test = ranked[len(ranked) - n_test :] if n_test else []
+        pool = ranked[: len(ranked) - n_test]
+        sample = pool[: round(fraction * len(pool))]
+        splits = {p: "test" for p in test}
+        splits.update(
+            {p: "val" if _is_val(i, val_split) else "train" for i, p in enumerate(sample)}
+        )
+        for patient in sorted(splits):
+            out.extend(
+                Assignment(r, splits[patient])
+                for r in sorted(by_patient[patient], key=lambda r: r.record_id)
+            )
+    if not any(a.split == "train" for a in out):
+        raise SamplingError(
+            f"--data-fraction {fraction} leaves no training patients "
+            f"({len(by_patient)} patients in the source): use a larger fraction"
+        )
+    return out

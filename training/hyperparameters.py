@@ -29,6 +29,7 @@ class TrainingHyperparameters:
     model_name: str | None = None
     pretrained: str = "none"
     register: bool = True
+    reproduces: str | None = None  # the run this one re-executes (lineage reproduce --retrain)
 
 
 def _as_int(name: str, value: Any, minimum: int) -> int:
@@ -80,6 +81,7 @@ KNOWN = {
     "model_name",
     "pretrained",
     "register",
+    "reproduces",
 }
 
 
@@ -108,4 +110,5 @@ def parse(values: dict[str, Any]) -> TrainingHyperparameters:
         model_name=str(model_name) if model_name not in (None, "") else None,
         pretrained=str(values.get("pretrained", defaults.pretrained)),
         register=_as_bool("register", values.get("register", True)),
+        reproduces=str(values["reproduces"]) if values.get("reproduces") else None,
     )

@@ -22,9 +22,8 @@ from typing import Any, NoReturn
 
 import torch
 
-from lineage import __version__, contract, tracking
+from lineage import __version__, contract, datarepo, tracking
 from lineage.errors import LineageError
-from lineage.gitops import git
 from lineage.redact import redact_url
 from training import hyperparameters as hp
 from training.data import class_names, load_split
@@ -37,6 +36,7 @@ log = logging.getLogger("lineage.training")
 LINEAGE_FILE = contract.MODEL_LINEAGE_FILE
 WEIGHTS_FILE = contract.MODEL_WEIGHTS_FILE
 RESULT_FILE = contract.TRAINING_RESULT_FILE
+REPRODUCES_TAG = "lineage.reproduces"  # on a retrain: the run it re-executes
 
 
 class TrainingError(LineageError):
@@ -94,19 +94,6 @@ def _check_channels(env: Any) -> dict[str, Path]:
     return channels
 
 
-def _tag_metadata(repo_dir: Path, tag: str) -> dict[str, Any]:
-    """The JSON block the processing job wrote into the annotated tag (source, version...)."""
-    shown = git("tag", "-l", "--format=%(contents)", tag, cwd=repo_dir, check=False).stdout
-    start = shown.find("{")
-    if start < 0:
-        return {}
-    try:
-        data: dict[str, Any] = json.loads(shown[start:])
-    except json.JSONDecodeError:
-        return {}
-    return data
-
-
 def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
     started = time.monotonic()
     env = _toolkit_environment()
@@ -128,7 +115,9 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
         pretrained = str(channels["pretrained"])
 
     fetched = fetch_dataset(repo_url, params.dvc_tag, paths.work_dir / "dataset-repo")
-    meta = _tag_metadata(fetched.dir.parent, params.dvc_tag)
+    meta = datarepo.tag_metadata(fetched.repo_dir, params.dvc_tag)
+    committed = datarepo.committed_metadata(fetched.repo_dir)  # dataset.json at the commit
+    record_params = _record_pattern_params(committed, fetched)
     source = str(meta.get("source", "dataset")).split(":", 1)[0]
     data_version = str(meta.get("data_version", params.dvc_tag))
     model_name = params.model_name or f"{source}-mobilenetv3"
@@ -170,6 +159,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
                 "data_git_commit_id": fetched.commit,
                 "model_name": model_name,
                 "training_job_name": env.job_name or "",
+                **({REPRODUCES_TAG: params.reproduces} if params.reproduces else {}),
             }
         )
         mlflow.log_params(
@@ -196,6 +186,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
                     f"count_{name}": len(split)
                     for name, split in (("train", train), ("val", val), ("test", test))
                 },
+                **record_params,
             }
         )
         _log_dataset_input(mlflow, fetched, repo_url)
@@ -264,13 +255,14 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
             "pretrained": is_pretrained,
             "training_job_name": env.job_name,
             "metrics": final,
+            **record_params,
         }
         _save_model(mlflow, model.cpu(), paths.model_dir, lineage, params.image_size, test)
         mlflow.log_artifact(str(fetched.manifest_path))
         mlflow.log_artifacts(str(paths.model_dir), artifact_path="model")
         version = None
         if params.register:
-            version = _register(mlflow, run_id, model_name, fetched, data_version)
+            version = _register(mlflow, run_id, model_name, fetched, data_version, record_params)
             lineage["model_version"] = version
             (paths.model_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
         mlflow.log_dict(lineage, LINEAGE_FILE)
@@ -289,6 +281,25 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
         device=device.type,
         seconds=round(time.monotonic() - started, 2),
     )
+
+
+def _record_pattern_params(committed: dict[str, Any], fetched: FetchedDataset) -> dict[str, Any]:
+    """The record pattern's lineage: the consent snapshot the data was filtered with, and how
+    many patients it holds (counted from the verified manifest, not taken on trust)."""
+    if committed.get("pattern") != "record":
+        return {"pattern": "dataset"}
+    for key in ("consent_snapshot_sha256", "consent_as_of"):
+        if not committed.get(key):
+            raise TrainingError(
+                f"record-pattern dataset {fetched.tag} lacks {key} in dataset.json",
+                "republish it with `lineage process --pattern record`",
+            )
+    return {
+        "pattern": "record",
+        "consent_snapshot_sha256": committed["consent_snapshot_sha256"],
+        "consent_as_of": committed["consent_as_of"],
+        "patient_count": len({row.patient_id for row in fetched.rows if row.patient_id}),
+    }
 
 
 def _log_dataset_input(mlflow: Any, fetched: FetchedDataset, repo_url: str) -> None:
@@ -337,7 +348,12 @@ def _save_model(
 
 
 def _register(
-    mlflow: Any, run_id: str, name: str, fetched: FetchedDataset, data_version: str
+    mlflow: Any,
+    run_id: str,
+    name: str,
+    fetched: FetchedDataset,
+    data_version: str,
+    record_params: dict[str, Any],
 ) -> str:
     from mlflow.tracking import MlflowClient
 
@@ -348,6 +364,7 @@ def _register(
         ("dvc_tag", fetched.tag),
         ("data_version", data_version),
         ("dataset_md5", fetched.dataset_md5),
+        *((k, str(v)) for k, v in record_params.items() if k.startswith("consent_")),
     ):
         client.set_model_version_tag(name, registered.version, key, value)
     log.info("registered %s version %s", name, registered.version)

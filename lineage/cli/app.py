@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 
 from lineage import __version__
-from lineage.cli import deploy, process, stack, train
+from lineage.cli import audit, consent, demo, deploy, process, query, stack, train
 from lineage.cli.output import err_console
 from lineage.errors import LineageError
 
@@ -26,6 +26,15 @@ app.command(name="pipeline")(train.pipeline_command)
 app.command(name="promote")(train.promote_command)
 app.command(name="deploy")(deploy.deploy_command)
 app.command(name="invoke")(deploy.invoke_command)
+app.command(name="trace")(query.trace_command)
+app.command(name="reproduce")(query.reproduce_command)
+app.command(name="verify")(query.verify_command)
+app.command(name="compare")(query.compare_command)
+app.command(name="demo")(demo.demo_command)
+app.add_typer(consent.app, name="consent")
+app.command(name="impact")(audit.impact_command)
+app.add_typer(audit.app, name="audit")
+app.add_typer(audit.index_app, name="index")
 
 
 def _version(value: bool) -> None:

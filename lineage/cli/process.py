@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from lineage.cli.options import Fraction, Json, Repo, Runtime, Source, TestSplit, ValSplit, Version
+from lineage.cli.options import (
+    Fraction,
+    Json,
+    Pattern,
+    Repo,
+    Runtime,
+    Source,
+    TestSplit,
+    ValSplit,
+    Version,
+)
 from lineage.cli.output import console, emit_json
 from lineage.config import Settings
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions, process
@@ -24,6 +34,7 @@ def command(
         str | None, typer.Option(help="Use this as the tag instead of <version>-<time>-<id>.")
     ] = None,
     runtime: Runtime = "process",
+    pattern: Pattern = "dataset",
     json_output: Json = False,
 ) -> None:
     """Sample, split and version a dataset with DVC (the SageMaker Processing job)."""
@@ -39,6 +50,7 @@ def command(
             repo=repo,
             pipeline_run_id=pipeline_run_id,
             runtime=runtime,
+            pattern=pattern,
         ),
         stream=not json_output,
     )
@@ -57,3 +69,13 @@ def command(
         f"test {counts['test']}  ({result['nfiles']} files, {result['size_bytes']} bytes)"
     )
     console.print(f"[bold]repository[/bold]  {result['dvc_repo_url']}")
+    if result.get("consent"):
+        consent, patients = result["consent"], result["patients"]
+        console.print(
+            f"[bold]patients[/bold]    train {patients['train']}, val {patients['val']}, test "
+            f"{patients['test']}; {consent['excluded_patients']} excluded without consent"
+        )
+        console.print(
+            f"[bold]consent[/bold]     snapshot {consent['consent_snapshot_sha256']} as of "
+            f"{consent['consent_as_of']}"
+        )

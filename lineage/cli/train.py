@@ -6,7 +6,17 @@ from typing import Annotated, Any
 
 import typer
 
-from lineage.cli.options import Fraction, Json, Repo, Runtime, Source, TestSplit, ValSplit, Version
+from lineage.cli.options import (
+    Fraction,
+    Json,
+    Pattern,
+    Repo,
+    Runtime,
+    Source,
+    TestSplit,
+    ValSplit,
+    Version,
+)
 from lineage.cli.output import console, emit_json
 from lineage.config import Settings
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions
@@ -95,6 +105,7 @@ def pipeline_command(
     pretrained: Pretrained = "none",
     repo: Repo = DEFAULT_REPO,
     runtime: Runtime = "process",
+    pattern: Pattern = "dataset",
     json_output: Json = False,
 ) -> None:
     """Process a dataset version, then train on the tag it published."""
@@ -109,6 +120,7 @@ def pipeline_command(
             seed=data_seed,
             repo=repo,
             runtime=runtime,
+            pattern=pattern,
         ),
         TrainOptions(
             tag="",

@@ -18,32 +18,11 @@ import httpx
 
 from lineage.config import Settings
 from lineage.errors import LineageError
-from lineage.ops.train import parse_model_ref
+from lineage.registry import mlflow_client, resolve
 from local.runner.training import tar_directory
 from local.stack import process
 
 PING_TIMEOUT_S = 120.0
-
-
-def resolve_version(settings: Settings, ref: str) -> tuple[str, str, str | None]:
-    """(name, version, alias) of `NAME/VERSION` or `NAME@ALIAS` in the registry."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    name, version, alias = parse_model_ref(ref)
-    client = MlflowClient(settings.mlflow_uri)
-    try:
-        if alias is not None:
-            version = client.get_model_version_by_alias(name, alias).version
-        else:
-            assert version is not None
-            client.get_model_version(name, version)
-    except MlflowException as exc:
-        raise LineageError(
-            f"{ref} is not in the model registry: {exc.message}",
-            "list versions in the MLflow UI, or promote one with `lineage promote`",
-        ) from None
-    return name, str(version), alias
 
 
 def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> dict[str, Any]:
@@ -53,12 +32,12 @@ def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> dict[str, A
     truth for what is deployed, and its data commit must agree with the artifact's.
     """
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    name, version, alias = resolve_version(settings, ref)
-    client = MlflowClient(settings.mlflow_uri)
-    registered = client.get_model_version(name, version)
+    client = mlflow_client(settings.mlflow_uri)
+    registered = resolve(client, ref)
+    name, version = registered.name, registered.version
+    alias = ref.rsplit("@", 1)[1] if "@" in ref else None
     mlflow.set_tracking_uri(settings.mlflow_uri)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
@@ -184,6 +163,36 @@ def stop(settings: Settings, port: int | None = None) -> list[int]:
             stopped.append(int(pid_file.stem.split("-", 1)[1]))
         pid_file.unlink(missing_ok=True)
     return stopped
+
+
+def running_endpoints(settings: Settings) -> list[dict[str, Any]]:
+    """Every local endpoint that is running, and the model it says it serves (`/lineage`).
+
+    An endpoint that runs but cannot say what it serves is an error: an audit that skipped it
+    could miss a deployed model.
+    """
+    found = []
+    for pid_file in sorted((settings.home / "run").glob("endpoint-*.pid")):
+        if process.running_pid(pid_file, "inference") is None:
+            continue
+        url = f"http://{settings.host}:{pid_file.stem.split('-', 1)[1]}"
+        try:
+            served = httpx.get(f"{url}/lineage", timeout=10).json()
+        except (httpx.HTTPError, ValueError):
+            raise LineageError(
+                f"the local endpoint {url} runs but does not say what it serves",
+                f"restart it (`lineage deploy`) or stop it (`lineage deploy --stop --port "
+                f"{url.rsplit(':', 1)[1]}`)",
+            ) from None
+        found.append(
+            {
+                "url": url,
+                "model_name": served.get("model_name"),
+                "model_version": str(served.get("model_version")),
+                "run_id": served.get("run_id"),
+            }
+        )
+    return found
 
 
 def invoke(endpoint: str, files: list[Path]) -> list[dict[str, Any]]:

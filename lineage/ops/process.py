@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lineage import contract
 from lineage.config import Settings
-from lineage.jobspec import ProcessingJobSpec, ProcessingOutput, job_name
+from lineage.errors import ConfigError
+from lineage.jobspec import ProcessingInput, ProcessingJobSpec, ProcessingOutput, job_name
 from lineage.tracking import DEFAULT_EXPERIMENT
 from local.runner import run_processing
 from local.runner.launch import job_result
@@ -15,6 +18,7 @@ from local.stack import LocalStack
 
 DEFAULT_REPO = "datasets"
 PROCESSING_IMAGE = "model-lineage/processing:latest"
+PATTERNS = ("dataset", "record")
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,17 @@ class ProcessOptions:
     experiment: str = DEFAULT_EXPERIMENT
     pipeline_run_id: str | None = None
     runtime: str = "process"
+    pattern: str = "dataset"  # dataset | record
 
 
-def build_spec(settings: Settings, options: ProcessOptions, repo_url: str) -> ProcessingJobSpec:
+def build_spec(
+    settings: Settings,
+    options: ProcessOptions,
+    repo_url: str,
+    consent_source: str | None = None,
+) -> ProcessingJobSpec:
+    """The job description; `consent_source` (record pattern) is where the consent snapshot
+    taken at job start lies (a local directory here, an s3:// prefix on SageMaker)."""
     environment = {
         "DVC_REPO_URL": repo_url,
         "DVC_REPO_NAME": options.repo,
@@ -58,8 +70,18 @@ def build_spec(settings: Settings, options: ProcessOptions, repo_url: str) -> Pr
             str(options.seed),
             "--source",
             options.source,
+            *(["--pattern", options.pattern] if options.pattern != "dataset" else []),
         ],
         environment=environment,
+        inputs=[
+            ProcessingInput(
+                contract.CONSENT_INPUT_NAME,
+                consent_source,
+                f"/opt/ml/processing/input/{contract.CONSENT_INPUT_NAME}",
+            )
+        ]
+        if consent_source
+        else [],
         outputs=[
             ProcessingOutput(
                 "lineage",
@@ -73,17 +95,37 @@ def build_spec(settings: Settings, options: ProcessOptions, repo_url: str) -> Pr
 
 def process(settings: Settings, options: ProcessOptions, *, stream: bool = True) -> dict[str, Any]:
     """Run the processing job; return its result (tag, commit, md5, counts, ...)."""
+    if options.pattern not in PATTERNS:
+        raise ConfigError(f"unknown pattern {options.pattern!r}", "use dataset or record")
     stack = LocalStack(settings)
     repo_url, _ = stack.create_repo(options.repo)
-    spec = build_spec(settings, options, repo_url)
-    outcome = run_processing(
-        spec,
-        jobs_root=settings.home / "jobs",
-        runtime_env=settings.client_env(),
-        runtime=options.runtime,
-        stream=stream,
-    )
+    with tempfile.TemporaryDirectory(prefix="lineage-consent-") as tmp:
+        consent_dir = None
+        if options.pattern == "record":
+            consent_dir = take_consent_snapshot(settings, Path(tmp))
+        spec = build_spec(settings, options, repo_url, consent_dir)
+        outcome = run_processing(
+            spec,
+            jobs_root=settings.home / "jobs",
+            runtime_env=settings.client_env(),
+            runtime=options.runtime,
+            stream=stream,
+        )
     result = job_result(
         outcome, "processing", outcome.output_dir / contract.PROCESSING_RESULT_DIR / "result.json"
     )
     return result
+
+
+def take_consent_snapshot(settings: Settings, directory: Path) -> str:
+    """The consent registry's state now, as the file the job reads; fails when empty."""
+    from lineage.consent.store import ConsentStore
+
+    snapshot = ConsentStore.from_settings(settings).snapshot()
+    if not snapshot.consenting and not snapshot.withdrawn:
+        raise ConfigError(
+            "the consent registry is empty",
+            "import the registry first: `lineage consent import registry.csv`",
+        )
+    snapshot.write(directory)
+    return str(directory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,13 @@ from lineage.config import Settings
 from lineage.errors import LineageError
 from lineage.jobspec import Channel, TrainingJobSpec, job_name
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions, process
+from lineage.registry import parse_model_ref
 from lineage.tracking import DEFAULT_EXPERIMENT
 from local.runner import run_training
 from local.runner.launch import job_result
 
 TRAINING_IMAGE = "model-lineage/training:latest"
+log = logging.getLogger("lineage.train")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class TrainOptions:
     repo: str = DEFAULT_REPO
     experiment: str = DEFAULT_EXPERIMENT
     runtime: str = "process"
+    register: bool = True
+    reproduces: str | None = None  # run id this run re-executes (`lineage reproduce --retrain`)
+    repo_url: str | None = None  # the dataset repository, when not `repo` on the local server
 
 
 def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> TrainingJobSpec:
@@ -44,6 +50,10 @@ def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> Trai
     }
     if options.model_name:
         hyperparameters["model_name"] = options.model_name
+    if not options.register:
+        hyperparameters["register"] = "false"
+    if options.reproduces:
+        hyperparameters["reproduces"] = options.reproduces
     channels = []
     if options.pretrained.lower() in ("none", "torchvision"):
         hyperparameters["pretrained"] = options.pretrained.lower()
@@ -73,7 +83,7 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
                 f"pretrained weights {path} not found",
                 "pass --pretrained PATH to a torchvision .pth, or none",
             )
-    repo_url = settings.repo_url(options.repo)
+    repo_url = options.repo_url or settings.repo_url(options.repo)
     spec = build_spec(settings, options, repo_url)
     outcome = run_training(
         spec,
@@ -87,7 +97,29 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
     )
     result = job_result(outcome, "training", result_file)
     result["model_artifact"] = str(outcome.job_dir / "output" / "model.tar.gz")
+    result["indexed"] = index_version(settings, result)
     return result
+
+
+def index_version(settings: Settings, result: dict[str, Any]) -> bool:
+    """Add a newly registered version to the lineage index. The model is registered whatever
+    happens here: a failure only leaves the index behind, which every audit detects."""
+    if not result.get("model_version"):
+        return False
+    from lineage.index.store import LineageIndex
+    from lineage.registry import mlflow_client
+
+    try:
+        LineageIndex.from_settings(settings).add(
+            mlflow_client(settings.mlflow_uri),
+            result["model_name"],
+            str(result["model_version"]),
+            result["run_id"],
+        )
+    except LineageError as exc:
+        log.warning("the lineage index was not updated (%s); run `lineage index rebuild`", exc)
+        return False
+    return True
 
 
 def pipeline(
@@ -109,25 +141,13 @@ def pipeline(
     return {"processing": processed, "training": trained}
 
 
-def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """``NAME/VERSION`` or ``NAME@ALIAS`` -> (name, version, alias)."""
-    if "@" in ref:
-        name, alias = ref.rsplit("@", 1)
-        if name and alias:
-            return name, None, alias
-    elif "/" in ref:
-        name, version = ref.rsplit("/", 1)
-        if name and version.isdigit():
-            return name, version, None
-    raise LineageError(f"bad model reference {ref!r}", "use NAME/VERSION or NAME@ALIAS")
-
-
 def promote(settings: Settings, model: str, alias: str) -> dict[str, Any]:
     """Point registry alias `alias` at `model` (MLflow aliases, not deprecated stages)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    name, version, _ = parse_model_ref(model)
+    ref = parse_model_ref(model)
+    name, version = ref.name, ref.version
     if version is None:
         raise LineageError("promote takes an exact version", "use --model NAME/VERSION")
     client = MlflowClient(settings.mlflow_uri)

@@ -1,4 +1,5 @@
-"""Data sources, chosen by ``--source``: ``digits``, ``cifar10[:PATH]``, ``imagefolder:PATH``.
+"""Data sources, chosen by ``--source``: ``digits``, ``cifar10[:PATH]``, ``imagefolder:PATH``,
+and, with patients for the record pattern, ``synthetic-cxr`` and ``cxr:PATH``.
 
 PATH may be local or ``s3://bucket/prefix``; S3 inputs are downloaded into the job's input
 directory first (``/opt/ml/processing/input/source``), as a ProcessingInput would place them.
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import boto3
 
-from processing.sources import cifar10, digits, imagefolder
+from processing.sources import cifar10, cxr, digits, imagefolder, synthetic_cxr
 from processing.sources.base import SourceError, SourceRecord
 
 __all__ = ["SourceError", "SourceRecord", "SourceSpec", "load_source", "parse_source"]
 
-KINDS = ("digits", "cifar10", "imagefolder")
+KINDS = ("digits", "cifar10", "imagefolder", "synthetic-cxr", "cxr")
+PATIENT_KINDS = ("synthetic-cxr", "cxr")  # sources whose records belong to patients
 
 
 @dataclass(frozen=True)
@@ -38,23 +40,28 @@ def parse_source(text: str) -> SourceSpec:
     kind = kind.strip().lower()
     if kind not in KINDS:
         raise SourceError(
-            f"unknown source {text!r}: use digits, cifar10[:PATH] or imagefolder:PATH"
+            f"unknown source {text!r}: use digits, cifar10[:PATH], imagefolder:PATH, "
+            "synthetic-cxr or cxr:PATH"
         )
-    if kind == "digits" and location:
-        raise SourceError("the digits source takes no path: use --source digits")
-    if kind == "imagefolder" and not location:
-        raise SourceError("imagefolder needs a path: --source imagefolder:/data/images")
+    if kind in ("digits", "synthetic-cxr") and location:
+        raise SourceError(f"the {kind} source takes no path: use --source {kind}")
+    if kind in ("imagefolder", "cxr") and not location:
+        raise SourceError(f"{kind} needs a path: --source {kind}:/data/images")
     return SourceSpec(kind, location or None)
 
 
 def load_source(spec: SourceSpec, input_dir: Path) -> list[SourceRecord]:
     if spec.kind == "digits":
         return digits.load()
+    if spec.kind == "synthetic-cxr":
+        return synthetic_cxr.load()
     if spec.kind == "cifar10":
         if spec.location is None:
             return cifar10.load(cifar10.download(input_dir))
         return cifar10.load(_materialize(spec.location, input_dir, single_file=True))
     assert spec.location is not None
+    if spec.kind == "cxr":
+        return cxr.load(_materialize(spec.location, input_dir, single_file=False))
     return imagefolder.load(_materialize(spec.location, input_dir, single_file=False))
 
 

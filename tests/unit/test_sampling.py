@@ -7,7 +7,9 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from processing.sampling import SamplingError, assign
+from lineage.consent.snapshot import Snapshot
+from processing.job import _consent_filter
+from processing.sampling import SamplingError, assign, assign_by_patient
 from processing.sources.base import SourceRecord
 
 
@@ -91,3 +93,65 @@ def test_bad_fractions_are_rejected(fraction: float, val: float, test: float) ->
 def test_fraction_too_small_for_any_training_image() -> None:
     with pytest.raises(SamplingError, match="no training images"):
         assign(records({"a": 5}), fraction=0.01, val_split=0.1, test_split=0.1, seed=0)
+
+
+def patient_records(patients: int) -> list[SourceRecord]:
+    out = []
+    for p in range(patients):
+        label = "tuberculosis" if p % 3 == 0 else "normal"
+        for s in range(1 + p % 3):
+            out.append(
+                SourceRecord(
+                    f"P{p}-S{s}",
+                    label,
+                    lambda: Image.new("L", (2, 2)),
+                    patient_id=f"P{p}",
+                    scan_id=f"P{p}-S{s}",
+                )
+            )
+    return out
+
+
+def test_record_pattern_keeps_every_patient_in_one_split() -> None:
+    result = assign_by_patient(
+        patient_records(200), fraction=0.5, val_split=0.2, test_split=0.1, seed=3
+    )
+    splits: dict[str, set[str]] = {}
+    for a in result:
+        splits.setdefault(a.record.patient_id or "", set()).add(a.split)
+    assert all(len(s) == 1 for s in splits.values())
+    assert {next(iter(s)) for s in splits.values()} == {"train", "val", "test"}
+    # every scan of a sampled patient comes along
+    sampled = set(splits)
+    assert {a.record.record_id for a in result} == {
+        r.record_id for r in patient_records(200) if r.patient_id in sampled
+    }
+
+
+def test_withdrawing_a_patient_removes_exactly_that_patient() -> None:
+    """The consent filter runs after sampling: no other patient changes split or drops out."""
+    source = patient_records(120)
+    everyone = {f"P{p}" for p in range(120)}
+
+    def version(consenting: set[str]) -> dict[str, str]:
+        snapshot = Snapshot.build(
+            "2026-11-02T00:00:00.000000Z",
+            {p: "granted" if p in consenting else "withdrawn" for p in everyone},
+            1,
+            "0" * 64,
+        )
+        sampled = assign_by_patient(source, fraction=0.6, val_split=0.2, test_split=0.2, seed=5)
+        kept, _ = _consent_filter(sampled, snapshot)
+        return {a.record.record_id: a.split for a in kept}
+
+    before = version(everyone)
+    after = version(everyone - {"P7", "P8"})
+    removed = set(before) - set(after)
+    assert removed and all(r.startswith(("P7-", "P8-")) for r in removed)
+    assert not set(after) - set(before)
+    assert all(before[r] == split for r, split in after.items())
+
+
+def test_record_pattern_needs_patients() -> None:
+    with pytest.raises(SamplingError, match="has no patient id"):
+        assign_by_patient(SOURCE, fraction=0.5, val_split=0.1, test_split=0.1, seed=1)

@@ -1,0 +1,389 @@
+"""The consent registry in a SQL database: scans, and an append-only chain of events.
+
+Nothing is ever updated or deleted: the current state and the state at any past instant are
+derived from the events, after the whole hash chain has been verified. Appends are
+serialised (one writer at a time, see `lineage.sqlstore`) and backed by unique constraints
+on the event number and on the previous hash, so a concurrent writer that slipped through
+would fail and retry rather than fork the chain: concurrent writers never lose an event.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+    text,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from lineage.config import Settings
+from lineage.consent.events import (
+    ConsentError,
+    ConsentEvent,
+    chain_event,
+    utc_now,
+    verify_chain,
+)
+from lineage.consent.registry_csv import RegistryRow
+from lineage.consent.snapshot import Snapshot
+from lineage.redact import redact_url
+from lineage.sqlstore import is_sqlite, open_engine
+
+ENV_VAR = "LINEAGE_CONSENT_DB"
+MAX_APPEND_ATTEMPTS = 50
+
+metadata = MetaData()
+scans_table = Table(
+    "consent_scans",
+    metadata,
+    Column("scan_id", String(128), primary_key=True),
+    Column("patient_id", String(128), nullable=False, index=True),
+    Column("file_path", String(1024), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("imported_at", String(32), nullable=False),
+)
+events_table = Table(
+    "consent_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("patient_id", String(128), nullable=False, index=True),
+    Column("action", String(16), nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    source: str
+    rows: int
+    patients_added: list[str] = field(default_factory=list)
+    scans_added: int = 0
+    granted: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+    not_regranted: list[str] = field(default_factory=list)  # withdrawn here, granted in the file
+    unchanged: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.scans_added or self.granted or self.withdrawn)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "changed": self.changed}
+
+
+@dataclass(frozen=True)
+class PatientStatus:
+    patient_id: str
+    status: str  # granted | withdrawn
+    since: str
+    scans: list[dict[str, str]]
+    events: list[ConsentEvent]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient_id": self.patient_id,
+            "status": self.status,
+            "since": self.since,
+            "scans": self.scans,
+            "events": [e.to_json() for e in self.events],
+        }
+
+
+def _event(row: Any) -> ConsentEvent:
+    return ConsentEvent(
+        seq=int(row.seq),
+        patient_id=str(row.patient_id),
+        action=str(row.action),
+        at=str(row.at),
+        actor=str(row.actor),
+        reason=str(row.reason),
+        prev_hash=str(row.prev_hash),
+        hash=str(row.hash),
+    )
+
+
+class ConsentStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.shown_url = redact_url(url)
+        self.engine: Engine = open_engine(url, ENV_VAR, "consent registry")
+        try:
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise self._unusable(exc) from None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsentStore:
+        if settings.consent_db_override is None:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        return cls(settings.consent_db)
+
+    def _unusable(self, exc: Exception) -> ConsentError:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        return ConsentError(
+            f"cannot open the consent registry at {self.shown_url}: {detail}",
+            f"check {ENV_VAR} (a writable SQLite path or a reachable database)",
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+    def _begin_read(self, connection: Connection) -> None:
+        if not is_sqlite(self.engine):  # wait for in-flight writers: a consistent instant
+            connection.execute(text("LOCK TABLE consent_events IN SHARE MODE"))
+
+    def _events(self, connection: Connection) -> list[ConsentEvent]:
+        rows = connection.execute(select(events_table).order_by(events_table.c.seq))
+        events = [_event(row) for row in rows]
+        verify_chain(events)
+        return events
+
+    def events(self) -> list[ConsentEvent]:
+        """The whole log, verified."""
+        events: list[ConsentEvent] = self._read(self._events)
+        return events
+
+    def _read(self, action: Callable[[Connection], Any]) -> Any:
+        try:
+            with self.engine.begin() as connection:
+                self._begin_read(connection)
+                return action(connection)
+        except OperationalError as exc:
+            raise self._unusable(exc) from None
+
+    def status(self, patient_id: str) -> PatientStatus:
+        def read(connection: Connection) -> PatientStatus:
+            history = [e for e in self._events(connection) if e.patient_id == patient_id]
+            scans = connection.execute(
+                select(scans_table)
+                .where(scans_table.c.patient_id == patient_id)
+                .order_by(scans_table.c.scan_id)
+            )
+            scan_rows = [
+                {"scan_id": r.scan_id, "file_path": r.file_path, "label": r.label} for r in scans
+            ]
+            if not history:
+                raise unknown_patient(patient_id)
+            return PatientStatus(patient_id, history[-1].status, history[-1].at, scan_rows, history)
+
+        result: PatientStatus = self._read(read)
+        return result
+
+    def _snapshot(self, connection: Connection, as_of: str | None) -> Snapshot:
+        moment = as_of or utc_now()
+        states: dict[str, str] = {}
+        head_seq, head_hash = 0, "0" * 64
+        for event in self._events(connection):
+            if event.at > moment:
+                break
+            states[event.patient_id] = event.status
+            head_seq, head_hash = event.seq, event.hash
+        return Snapshot.build(moment, states, head_seq, head_hash)
+
+    def snapshot(self, as_of: str | None = None) -> Snapshot:
+        """Who had consent at `as_of` (now when None), taken at one consistent instant."""
+        result: Snapshot = self._read(lambda connection: self._snapshot(connection, as_of))
+        return result
+
+    def export(self, as_of: str | None = None) -> tuple[Snapshot, list[RegistryRow]]:
+        """The registry as it stood at `as_of`, in the reference CSV's shape."""
+
+        def read(connection: Connection) -> tuple[Snapshot, list[RegistryRow]]:
+            snapshot = self._snapshot(connection, as_of)
+            consenting = set(snapshot.consenting)
+            known = consenting | set(snapshot.withdrawn)
+            scans = connection.execute(
+                select(scans_table)
+                .where(scans_table.c.imported_at <= snapshot.as_of)
+                .order_by(scans_table.c.patient_id, scans_table.c.scan_id)
+            )
+            rows = [
+                RegistryRow(
+                    0,
+                    s.patient_id,
+                    s.scan_id,
+                    s.file_path,
+                    s.label,
+                    "granted" if s.patient_id in consenting else "withdrawn",
+                )
+                for s in scans
+                if s.patient_id in known
+            ]
+            return snapshot, rows
+
+        result: tuple[Snapshot, list[RegistryRow]] = self._read(read)
+        return result
+
+    # -- writing -------------------------------------------------------------------------------
+    def _append(
+        self,
+        plan: Callable[[Connection, list[ConsentEvent], str], list[tuple[str, str, str, str]]],
+    ) -> list[ConsentEvent]:
+        """Run `plan` (which may write scans and returns events to add) in one transaction
+        that also appends its events to the chain; retry when another writer won the race."""
+        for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as connection:
+                    if not is_sqlite(self.engine):
+                        connection.execute(
+                            text("LOCK TABLE consent_events IN SHARE ROW EXCLUSIVE MODE")
+                        )
+                    events = self._events(connection)
+                    now = utc_now()
+                    head = events[-1] if events else None
+                    added = []
+                    for patient_id, action, actor, reason in plan(connection, events, now):
+                        head = chain_event(head, patient_id, action, now, actor, reason)
+                        added.append(head)
+                    if added:
+                        connection.execute(events_table.insert(), [e.__dict__ for e in added])
+                    return added
+            except IntegrityError:
+                if attempt == MAX_APPEND_ATTEMPTS:
+                    raise ConsentError(
+                        "could not append to the consent log: too many concurrent writers",
+                        "retry",
+                    ) from None
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+            except OperationalError as exc:
+                raise self._unusable(exc) from None
+        raise AssertionError("unreachable")
+
+    def record(self, patient_id: str, action: str, *, actor: str, reason: str) -> ConsentEvent:
+        """Grant or withdraw consent for a known patient."""
+        if not reason.strip():
+            raise ConsentError("a reason is required", "pass --reason, e.g. 'patient request'")
+
+        def plan(
+            _connection: Connection, events: list[ConsentEvent], _now: str
+        ) -> list[tuple[str, str, str, str]]:
+            if not any(e.patient_id == patient_id for e in events):
+                raise unknown_patient(patient_id)
+            return [(patient_id, action, actor, reason)]
+
+        return self._append(plan)[0]
+
+    def import_rows(self, rows: Iterable[RegistryRow], *, source: str, actor: str) -> ImportReport:
+        """Add new scans and patients, and apply consent changes; idempotent.
+
+        A withdrawal in the file is always applied; a grant in the file never overrides a
+        withdrawal recorded here (a stale export must not restore consent): those patients
+        are reported, and `lineage consent grant` does it explicitly.
+        """
+        rows = list(rows)
+        report: dict[str, Any] = {}
+
+        def plan(
+            connection: Connection, events: list[ConsentEvent], now: str
+        ) -> list[tuple[str, str, str, str]]:
+            current: dict[str, str] = {}
+            for event in events:
+                current[event.patient_id] = event.status
+            existing = {
+                r.scan_id: r
+                for r in connection.execute(
+                    select(scans_table).where(
+                        scans_table.c.scan_id.in_([row.scan_id for row in rows])
+                    )
+                )
+            }
+            conflicts = []
+            new_scans = []
+            for row in rows:
+                known = existing.get(row.scan_id)
+                if known is None:
+                    new_scans.append(row)
+                elif (known.patient_id, known.file_path, known.label) != (
+                    row.patient_id,
+                    row.file_path,
+                    row.label,
+                ):
+                    conflicts.append(
+                        f"line {row.line}: scan {row.scan_id} is registered as "
+                        f"{known.patient_id}, {known.file_path}, {known.label}"
+                    )
+            if conflicts:
+                raise ConsentError(
+                    f"{source}: {len(conflicts)} scans contradict the registry: "
+                    + "; ".join(conflicts[:10]),
+                    "scan ids are permanent: fix the file; nothing was imported",
+                )
+            if new_scans:
+                connection.execute(
+                    scans_table.insert(),
+                    [
+                        {
+                            "scan_id": r.scan_id,
+                            "patient_id": r.patient_id,
+                            "file_path": r.file_path,
+                            "label": r.label,
+                            "imported_at": now,
+                        }
+                        for r in new_scans
+                    ],
+                )
+            wanted: dict[str, str] = {}
+            for row in rows:
+                wanted.setdefault(row.patient_id, row.status)
+            planned: list[tuple[str, str, str, str]] = []
+            added: list[str] = []
+            granted: list[str] = []
+            withdrawn: list[str] = []
+            kept: list[str] = []
+            for patient, status in sorted(wanted.items()):
+                state = current.get(patient)
+                if state is None:
+                    added.append(patient)
+                if state == status:
+                    continue
+                if state == "withdrawn" and status == "granted":
+                    kept.append(patient)
+                    continue
+                action = "grant" if status == "granted" else "withdraw"
+                (granted if action == "grant" else withdrawn).append(patient)
+                planned.append((patient, action, actor, f"import {source}"))
+            report.update(
+                patients_added=added,
+                scans_added=len(new_scans),
+                granted=granted,
+                withdrawn=withdrawn,
+                not_regranted=kept,
+                unchanged=len(wanted) - len(planned) - len(kept),
+            )
+            return planned
+
+        self._append(plan)
+        return ImportReport(source=source, rows=len(rows), **report)
+
+    def verify(self) -> dict[str, Any]:
+        events = self.events()
+        return {
+            "ok": True,
+            "registry": self.shown_url,
+            "events": len(events),
+            "patients": len({e.patient_id for e in events}),
+            "head_seq": events[-1].seq if events else 0,
+            "head_hash": events[-1].hash if events else None,
+        }
+
+
+def unknown_patient(patient_id: str) -> ConsentError:
+    return ConsentError(
+        f"patient {patient_id} is not in the consent registry",
+        "check the id (`lineage consent export` lists them) or import the registry CSV first",
+    )

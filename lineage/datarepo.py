@@ -1,0 +1,269 @@
+"""A dataset version in its git repository: tag -> commit -> `.dvc` pointer -> verified bytes.
+
+Shared by the training job (fetch the exact data before a single step) and by the audit
+queries (trace, reproduce, verify): one definition of "this is the data that tag names".
+Verification is fail-closed and recomputes everything from bytes:
+
+1. the pulled directory hashes to the md5 in the commit's `.dvc` file (DVC's own address);
+2. every file matches the sha256 the manifest lists, and nothing else is there.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import logging
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lineage import manifest
+from lineage.dvchash import directory_md5
+from lineage.dvcremote import DvcRemote, summarize
+from lineage.errors import LineageError
+from lineage.gitops import GitError, dvc, dvc_out_md5, git, tool_env
+from lineage.hashing import bytes_sha256
+from lineage.manifest import DATASET_DIR, DVC_FILE, ManifestRow
+from lineage.redact import redact_url
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger("lineage.data")
+
+
+class DataVerificationError(LineageError):
+    """The data is not the data the commit names."""
+
+
+class TagError(LineageError):
+    """A dataset tag is missing or does not point where the lineage says."""
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """The `.dvc` file of a dataset commit: DVC's address of the directory."""
+
+    md5: str
+    nfiles: int
+    size: int
+
+
+@dataclass(frozen=True)
+class VerifiedData:
+    dir: Path
+    dataset_md5: str
+    manifest_sha256: str
+    rows: list[ManifestRow]
+    manifest_path: Path
+
+
+def tag_commit(repo_url: str, tag: str) -> str | None:
+    """The commit `tag` points at on the server (peeled), or None when there is no such tag."""
+    result = subprocess.run(
+        ["git", "ls-remote", "--tags", repo_url, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}"],
+        capture_output=True,
+        text=True,
+        env=tool_env(),
+        check=False,
+    )
+    if result.returncode != 0:
+        detail = result.stderr.strip().splitlines()[-1:] or [str(result.returncode)]
+        raise LineageError(
+            f"cannot list tags of {redact_url(repo_url)}: {detail[0].replace(repo_url, '')}",
+            "check that the git server is up (`lineage stack status`) and the URL is right",
+        )
+    refs: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref:
+            refs[ref] = sha
+    return refs.get(f"refs/tags/{tag}^{{}}") or refs.get(f"refs/tags/{tag}")
+
+
+def require_tag(repo_url: str, tag: str, commit: str | None = None) -> str:
+    """`tag`'s commit; fail closed when the tag is gone or points elsewhere than `commit`."""
+    found = tag_commit(repo_url, tag)
+    if found is None:
+        raise TagError(
+            f"tag {tag} no longer exists in {redact_url(repo_url)}",
+            "the chain from this model to its data is broken at the tag: restore the tag "
+            "(`git push origin <commit>:refs/tags/<tag>`) from the run's data_git_commit_id",
+        )
+    if commit is not None and found != commit:
+        raise TagError(
+            f"tag {tag} points at {found[:12]}, but the lineage records {commit[:12]}",
+            "the tag was moved after training: tags must never move; restore it",
+        )
+    return found
+
+
+def clone(
+    repo_url: str, workdir: Path, *, tag: str | None = None, commit: str | None = None
+) -> str:
+    """Clone at `tag` (shallow) or at `commit` (full history, then checkout); the commit."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.parent.mkdir(parents=True, exist_ok=True)
+    shallow = ["--depth", "1", "--branch", tag] if tag and not commit else []
+    try:
+        git(
+            "clone",
+            "--quiet",
+            *shallow,
+            repo_url,
+            str(workdir),
+            cwd=workdir.parent,
+            secrets=[repo_url],
+        )
+    except GitError as exc:
+        if tag and ("not found in upstream" in exc.message or "Remote branch" in exc.message):
+            raise TagError(
+                f"tag {tag} does not exist in the dataset repository",
+                "list the published versions with `git ls-remote --tags <repo>`, or run "
+                "`lineage process` first",
+            ) from None
+        raise LineageError(
+            f"cannot clone the dataset repository: {exc.message}",
+            "check the repository URL and that the git server is reachable",
+        ) from None
+    if commit:
+        checked = git("checkout", "--quiet", commit, cwd=workdir, check=False)
+        if checked.returncode != 0:
+            raise LineageError(
+                f"commit {commit} is not in {redact_url(repo_url)}",
+                "the dataset history was rewritten; the recorded version cannot be restored",
+            )
+    return git("rev-parse", "HEAD", cwd=workdir).stdout.strip()
+
+
+def read_pointer(repo_dir: Path) -> Pointer:
+    path = repo_dir / DVC_FILE
+    if not path.is_file():
+        raise DataVerificationError(f"{DVC_FILE} is missing: this commit is not a dataset version")
+    md5, nfiles, size = dvc_out_md5(path)
+    return Pointer(md5, nfiles, size)
+
+
+def remote_url(repo_dir: Path) -> str:
+    """The default DVC remote's URL, as committed in `.dvc/config`."""
+    parser = configparser.ConfigParser()
+    parser.read(repo_dir / ".dvc" / "config")
+    name = parser.get("core", "remote", fallback=None)
+    url = parser.get(f"'remote \"{name}\"'", "url", fallback=None) if name else None
+    if not url:
+        raise LineageError(
+            f"the dataset repository has no default DVC remote in {repo_dir / '.dvc' / 'config'}",
+            "it was not published by `lineage process`",
+        )
+    return url
+
+
+def tag_metadata(repo_dir: Path, tag: str) -> dict[str, Any]:
+    """The JSON block the processing job wrote into the annotated tag (source, version...)."""
+    shown = git("tag", "-l", "--format=%(contents)", tag, cwd=repo_dir, check=False).stdout
+    start = shown.find("{")
+    if start < 0:
+        return {}
+    try:
+        data: dict[str, Any] = json.loads(shown[start:])
+    except json.JSONDecodeError:
+        return {}
+    return data
+
+
+def committed_metadata(repo_dir: Path) -> dict[str, Any]:
+    """`dataset.json` (committed with the `.dvc` file) when the version has one."""
+    path = repo_dir / manifest.DATASET_METADATA
+    if not path.is_file():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def pull_and_verify(
+    repo_dir: Path,
+    label: str,
+    s3: S3Client | None = None,
+    env: Mapping[str, str] | None = None,
+) -> VerifiedData:
+    """`dvc pull` the checked-out version, then verify every byte (see the module doc).
+
+    `env` adds the S3 endpoint and credentials for DVC (a job has them in its environment
+    already). When the pull fails, the remote is read object by object to name what is missing.
+    """
+    pointer = read_pointer(repo_dir)
+    log.info("step: dvc pull (%s, %d files)", pointer.md5, pointer.nfiles)
+    try:
+        dvc("pull", "--jobs", "8", cwd=repo_dir, env=env)
+    except LineageError as exc:
+        _diagnose_pull(repo_dir, pointer, label, s3)
+        raise LineageError(
+            f"dvc pull of {label} failed: {exc.message[-600:]}",
+            "check the S3 store and credentials, and `lineage verify --tag` for missing objects",
+        ) from None
+    data_dir = repo_dir / DATASET_DIR
+    log.info("step: verify dataset against %s and the manifest", pointer.md5)
+    return verify_directory(data_dir, pointer.md5, label)
+
+
+def verify_directory(data_dir: Path, expected_md5: str, label: str) -> VerifiedData:
+    rows = manifest.read(data_dir / manifest.MANIFEST_NAME)
+    problems = manifest.verify_files(data_dir, rows)
+    listed = {r.file_path for r in rows} | {manifest.MANIFEST_NAME}
+    extra = sorted(
+        p.relative_to(data_dir).as_posix()
+        for p in data_dir.rglob("*")
+        if p.is_file() and p.relative_to(data_dir).as_posix() not in listed
+    )
+    problems += [f"{path}: not in the manifest" for path in extra]
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise DataVerificationError(
+            f"dataset {label} failed verification: {shown}",
+            "the data in the remote was changed after it was published; do not use it. "
+            "Restore the objects or publish a new version",
+        )
+    actual_md5 = directory_md5(data_dir)
+    if actual_md5 != expected_md5:
+        raise DataVerificationError(
+            f"dataset {label} hashes to {actual_md5}, but {DVC_FILE} records {expected_md5}",
+            "the data in the remote was changed after it was published; do not use it",
+        )
+    manifest_path = data_dir / manifest.MANIFEST_NAME
+    return VerifiedData(
+        dir=data_dir,
+        dataset_md5=expected_md5,
+        manifest_sha256=bytes_sha256(manifest_path.read_bytes()),
+        rows=rows,
+        manifest_path=manifest_path,
+    )
+
+
+def _diagnose_pull(repo_dir: Path, pointer: Pointer, label: str, s3: S3Client | None) -> None:
+    """Raise naming the missing or changed objects, if reading the remote finds any."""
+    try:
+        if s3 is None:
+            import boto3
+
+            s3 = boto3.client("s3")  # honours AWS_ENDPOINT_URL_S3, as DVC does
+        remote = DvcRemote(s3, remote_url(repo_dir))
+        problems = remote.check_all(remote.listing(pointer.md5))
+    except LineageError as exc:
+        raise DataVerificationError(
+            f"dataset {label} cannot be restored: {exc.message}", exc.hint
+        ) from None
+    except Exception as exc:  # diagnosis is best effort; the pull error is the real one
+        log.warning("could not read the remote to diagnose the pull: %s", exc)
+        return
+    if problems:
+        raise DataVerificationError(
+            f"dataset {label} cannot be restored: {summarize(problems)}",
+            "objects were deleted or changed in the DVC remote after publication; restore "
+            "them from a backup (the version's history is intact in git)",
+        )

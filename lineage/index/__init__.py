@@ -1,0 +1,1 @@
+"""The lineage index (record -> dataset -> run -> registered version), a rebuildable cache."""

@@ -1,0 +1,365 @@
+"""The lineage index: record -> dataset version -> training run -> registered model version.
+
+A cache, in any SQLAlchemy database (SQLite in LINEAGE_HOME by default), of what MLflow
+already holds, so an audit over hundreds of models reads one indexed table instead of
+downloading hundreds of manifests. It is filled when a training run completes and can be
+rebuilt from MLflow alone (`lineage index rebuild`; the run params carry what came from git).
+Datasets are stored once however many runs used them.
+
+Because it is a cache it is never trusted blindly: before answering, the set of registered
+versions (and their runs) is compared with the registry, and any difference stops the audit
+with the instruction to rebuild.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from lineage.audit.source import (
+    AuditError,
+    ModelData,
+    model_data,
+    read_manifest,
+    registered_versions,
+)
+from lineage.config import Settings
+from lineage.errors import LineageError
+from lineage.manifest import ManifestRow
+from lineage.redact import redact_url
+from lineage.registry import get_run
+from lineage.sqlstore import open_engine
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+ENV_VAR = "LINEAGE_INDEX_DB"
+INSERT_CHUNK = 20_000
+
+metadata = MetaData()
+datasets = Table(
+    "idx_datasets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dataset_md5", String(64), nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("records", Integer, nullable=False),
+    Index("idx_datasets_key", "dataset_md5", "manifest_sha256", unique=True),
+)
+records = Table(
+    "idx_records",
+    metadata,
+    Column("dataset_id", Integer, ForeignKey("idx_datasets.id"), nullable=False),
+    Column("record_id", String(256), nullable=False),
+    Column("patient_id", String(128), nullable=False),
+    Column("scan_id", String(128), nullable=False),
+    Column("split", String(16), nullable=False),
+    Column("label", String(128), nullable=False),
+    Column("file_path", String(1024), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Index("idx_records_patient", "patient_id"),
+    Index("idx_records_dataset", "dataset_id"),
+)
+runs = Table(
+    "idx_runs",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("dataset_id", Integer, ForeignKey("idx_datasets.id"), nullable=False),
+    Column("trained_ms", BigInteger, nullable=False),
+    Column("tag", String(256), nullable=False),
+    Column("commit", String(64), nullable=False),
+    Column("dataset_md5", String(64), nullable=False),
+    Column("manifest_sha256", String(64), nullable=False),
+    Column("pattern", String(16), nullable=False),
+    Column("consent_snapshot_sha256", String(64)),
+    Column("consent_as_of", String(32)),
+)
+models = Table(
+    "idx_models",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("run_id", String(64), ForeignKey("idx_runs.run_id"), nullable=False),
+    Index("idx_models_run", "run_id"),
+)
+
+
+def _row(r: Any) -> ManifestRow:
+    return ManifestRow(
+        file_path=r.file_path,
+        record_id=r.record_id,
+        split=r.split,
+        label=r.label,
+        sha256=r.sha256,
+        patient_id=r.patient_id,
+        scan_id=r.scan_id,
+    )
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    index: str
+    models: int
+    runs: int
+    datasets: int
+    records: int
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class LineageIndex:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.shown_url = redact_url(url)
+        self.engine = open_engine(url, ENV_VAR, "lineage index")
+        try:
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise self._unusable(exc) from None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LineageIndex:
+        if settings.index_db_override is None:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        return cls(settings.index_db)
+
+    def _unusable(self, exc: Exception) -> LineageError:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        return LineageError(
+            f"cannot use the lineage index at {self.shown_url}: {detail}",
+            f"check {ENV_VAR}; the index can be rebuilt any time with `lineage index rebuild`",
+        )
+
+    # -- filling -------------------------------------------------------------------------------
+    def add(self, client: MlflowClient, name: str, version: str, run_id: str) -> None:
+        """Index one registered version (its run and dataset, once each)."""
+        model = model_data(name, version, get_run(client, run_id))
+        with self.engine.connect() as connection:
+            known = self._dataset_id(connection, model) is not None
+        if not known:
+            with tempfile.TemporaryDirectory(prefix="lineage-index-") as tmp:
+                self.add_dataset(model, read_manifest(client, model, Path(tmp)))
+        self.add_model(model)
+
+    def add_dataset(self, model: ModelData, rows: list[ManifestRow]) -> int:
+        """Store a dataset's records once (a no-op when they are already there)."""
+        with self.engine.begin() as connection:
+            existing = self._dataset_id(connection, model)
+            if existing is not None:
+                return existing
+            inserted = connection.execute(
+                datasets.insert().values(
+                    dataset_md5=model.dataset_md5,
+                    manifest_sha256=model.manifest_sha256,
+                    records=len(rows),
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            dataset_id = int(inserted[0])
+            for start in range(0, len(rows), INSERT_CHUNK):
+                connection.execute(
+                    records.insert(),
+                    [
+                        {
+                            "dataset_id": dataset_id,
+                            "record_id": r.record_id,
+                            "patient_id": r.patient_id,
+                            "scan_id": r.scan_id,
+                            "split": r.split,
+                            "label": r.label,
+                            "file_path": r.file_path,
+                            "sha256": r.sha256,
+                        }
+                        for r in rows[start : start + INSERT_CHUNK]
+                    ],
+                )
+            return dataset_id
+
+    def add_model(self, model: ModelData) -> None:
+        """Index a version whose dataset is already stored (see `add_dataset`)."""
+        with self.engine.begin() as connection:
+            dataset_id = self._dataset_id(connection, model)
+            if dataset_id is None:
+                raise LineageError(f"the dataset of {model.ref} is not indexed")
+            self._add_model(connection, model, dataset_id)
+
+    def _dataset_id(self, connection: Connection, model: ModelData) -> int | None:
+        found = connection.execute(
+            select(datasets.c.id).where(
+                datasets.c.dataset_md5 == model.dataset_md5,
+                datasets.c.manifest_sha256 == model.manifest_sha256,
+            )
+        ).scalar()
+        return None if found is None else int(found)
+
+    def _add_model(self, connection: Connection, model: ModelData, dataset_id: int) -> None:
+        if (
+            connection.execute(select(runs.c.run_id).where(runs.c.run_id == model.run_id)).first()
+            is None
+        ):
+            connection.execute(
+                runs.insert().values(
+                    run_id=model.run_id,
+                    dataset_id=dataset_id,
+                    trained_ms=model.trained_ms,
+                    tag=model.tag,
+                    commit=model.commit,
+                    dataset_md5=model.dataset_md5,
+                    manifest_sha256=model.manifest_sha256,
+                    pattern=model.pattern,
+                    consent_snapshot_sha256=model.consent_snapshot_sha256,
+                    consent_as_of=model.consent_as_of,
+                )
+            )
+        connection.execute(
+            delete(models).where(models.c.name == model.name, models.c.version == model.version)
+        )
+        connection.execute(
+            models.insert().values(name=model.name, version=model.version, run_id=model.run_id)
+        )
+
+    def rebuild(self, client: MlflowClient) -> IndexSummary:
+        """Empty the index and fill it again from every registered version in MLflow."""
+        import time
+
+        started = time.monotonic()
+        versions = list(registered_versions(client))
+        with self.engine.begin() as connection:
+            for table in (models, runs, records, datasets):
+                connection.execute(delete(table))
+        for name, version, run_id in versions:
+            if run_id is None:
+                raise AuditError(
+                    f"{name}/{version} has no source run: its training data is unknown",
+                    "remove it from the registry or register it from a training run",
+                )
+            self.add(client, name, version, run_id)
+        return IndexSummary(
+            **{**self.summary().to_json(), "seconds": round(time.monotonic() - started, 2)}
+        )
+
+    def remove_missing(self) -> None:
+        """Drop runs and datasets no indexed version uses any more."""
+        with self.engine.begin() as connection:
+            connection.execute(delete(runs).where(~runs.c.run_id.in_(select(models.c.run_id))))
+            used = select(runs.c.dataset_id)
+            connection.execute(delete(records).where(~records.c.dataset_id.in_(used)))
+            connection.execute(delete(datasets).where(~datasets.c.id.in_(used)))
+
+    def summary(self) -> IndexSummary:
+        with self.engine.connect() as connection:
+
+            def count(table: Table) -> int:
+                return int(
+                    connection.execute(select(func.count()).select_from(table)).scalar() or 0
+                )
+
+            return IndexSummary(
+                self.shown_url, count(models), count(runs), count(datasets), count(records)
+            )
+
+    # -- answering -----------------------------------------------------------------------------
+    def indexed_versions(self) -> set[tuple[str, str, str]]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(models.c.name, models.c.version, models.c.run_id))
+            return {(r.name, r.version, r.run_id) for r in rows}
+
+    def check_fresh(self, client: MlflowClient) -> None:
+        """Stop (fail closed) when the registry holds versions the index does not, or the
+        reverse: answers from a stale index would omit models."""
+        registry = {(n, v, r or "") for n, v, r in registered_versions(client)}
+        indexed = self.indexed_versions()
+        missing, extra = registry - indexed, indexed - registry
+        if missing or extra:
+            shown = ", ".join(f"{n}/{v}" for n, v, _ in sorted(missing | extra)[:5])
+            raise AuditError(
+                f"the lineage index is out of date with MLflow: {len(missing)} registered "
+                f"versions not indexed, {len(extra)} indexed versions no longer registered "
+                f"({shown})",
+                "run `lineage index rebuild` (or pass --scan to read MLflow directly)",
+            )
+
+    def source(self, client: MlflowClient) -> IndexSource:
+        self.check_fresh(client)
+        return IndexSource(self)
+
+
+class IndexSource:
+    """`LineageSource` answered from the index (checked fresh when it was created)."""
+
+    kind = "index"
+
+    def __init__(self, index: LineageIndex) -> None:
+        self.index = index
+
+    def models(self) -> list[ModelData]:
+        query = select(models.c.name, models.c.version, runs).join(
+            runs, runs.c.run_id == models.c.run_id
+        )
+        with self.index.engine.connect() as connection:
+            found = [
+                ModelData(
+                    name=r.name,
+                    version=r.version,
+                    run_id=r.run_id,
+                    trained_ms=int(r.trained_ms),
+                    tag=r.tag,
+                    commit=r.commit,
+                    dataset_md5=r.dataset_md5,
+                    manifest_sha256=r.manifest_sha256,
+                    pattern=r.pattern,
+                    consent_snapshot_sha256=r.consent_snapshot_sha256,
+                    consent_as_of=r.consent_as_of,
+                )
+                for r in connection.execute(query)
+            ]
+        return sorted(found, key=lambda m: (m.name, int(m.version)))
+
+    def records_of_patient(self, patient_id: str) -> dict[str, list[ManifestRow]]:
+        query = (
+            select(models.c.name, models.c.version, records)
+            .select_from(records)
+            .join(runs, runs.c.dataset_id == records.c.dataset_id)
+            .join(models, models.c.run_id == runs.c.run_id)
+            .where(records.c.patient_id == patient_id)
+        )
+        out: dict[str, list[ManifestRow]] = defaultdict(list)
+        with self.index.engine.connect() as connection:
+            for r in connection.execute(query):
+                out[f"{r.name}/{r.version}"].append(_row(r))
+        return {ref: sorted(rows) for ref, rows in out.items()}
+
+    def records_of_model(self, ref: str) -> list[ManifestRow]:
+        name, _, version = ref.rpartition("/")
+        query = (
+            select(records)
+            .join(runs, runs.c.dataset_id == records.c.dataset_id)
+            .join(models, models.c.run_id == runs.c.run_id)
+            .where(models.c.name == name, models.c.version == version)
+        )
+        with self.index.engine.connect() as connection:
+            rows = sorted(_row(r) for r in connection.execute(query))
+        if not rows and not any(m.ref == ref for m in self.models()):
+            raise AuditError(f"{ref} is not a registered model version")
+        return rows

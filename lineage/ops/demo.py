@@ -1,0 +1,264 @@
+"""`lineage demo`: the reference sample's scenario, end to end on the embedded stack.
+
+Start the stack; publish and train v1.0 and v2.0 of a source; compare them; promote the
+better one (by validation accuracy) to ``champion``; deploy it; send it held-out test images
+read back from the DVC remote through the lineage chain itself; trace the deployed model;
+reproduce v1.0's data ("the model of six months ago"). Every step is timed. Running it again
+works: new tags, new registry versions, the endpoint replaced.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lineage import datarepo, manifest
+from lineage.config import Settings
+from lineage.dvcremote import DvcRemote
+from lineage.errors import LineageError
+from lineage.ops.deploy import deploy, invoke
+from lineage.ops.process import DEFAULT_REPO, ProcessOptions
+from lineage.ops.train import TrainOptions, pipeline, promote
+from lineage.query.compare import Comparison, compare
+from lineage.query.reproduce import Reproduction, reproduce
+from lineage.query.trace import Trace, trace
+from lineage.storage import s3_client
+
+# digits has 1,797 images: 5% would be ~90, too few to compare versions; CIFAR-10 takes the
+# reference sample's own 5% and 10%.
+DEFAULT_FRACTIONS = {"digits": (0.5, 1.0), "cifar10": (0.05, 0.10)}
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    source: str = "digits"
+    fractions: tuple[float, float] | None = None
+    epochs: int = 5
+    port: int = 8080
+    repo: str = DEFAULT_REPO
+    model_name: str | None = None
+    images: int = 8
+
+    @property
+    def chosen_fractions(self) -> tuple[float, float]:
+        if self.fractions is not None:
+            return self.fractions
+        return DEFAULT_FRACTIONS.get(self.source.split(":", 1)[0], (0.5, 1.0))
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    detail: str
+
+
+@dataclass
+class DemoResult:
+    fractions: tuple[float, float]
+    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    comparison: Comparison | None = None
+    champion: dict[str, Any] = field(default_factory=dict)
+    endpoint: dict[str, Any] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    trace: Trace | None = None
+    reproduction: Reproduction | None = None
+    steps: list[Step] = field(default_factory=list)
+    mlflow_ui: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fractions": list(self.fractions),
+            "versions": self.versions,
+            "comparison": None if self.comparison is None else self.comparison.to_json(),
+            "champion": self.champion,
+            "endpoint": self.endpoint,
+            "predictions": self.predictions,
+            "trace": None if self.trace is None else self.trace.to_json(),
+            "reproduction": None if self.reproduction is None else self.reproduction.to_json(),
+            "steps": [s.__dict__ for s in self.steps],
+            "mlflow_ui": self.mlflow_ui,
+        }
+
+
+class Reporter:
+    """How the demo tells its story; the CLI prints, tests stay quiet."""
+
+    def step(self, name: str) -> None: ...
+    def done(self, name: str, result: Any) -> None: ...
+
+
+class Timeline:
+    """Runs the demo's steps in order, timing each and telling the reporter."""
+
+    def __init__(self, reporter: Reporter | None) -> None:
+        self.reporter = reporter or Reporter()
+        self.steps: list[Step] = []
+
+    def run(self, name: str, action: Callable[[], Any], detail: Callable[[Any], str]) -> Any:
+        self.reporter.step(name)
+        started = time.monotonic()
+        value = action()
+        self.steps.append(Step(name, round(time.monotonic() - started, 2), detail(value)))
+        self.reporter.done(name, value)
+        return value
+
+
+def run_demo(
+    settings: Settings,
+    options: DemoOptions,
+    reporter: Reporter | None = None,
+    *,
+    stream: bool = False,
+) -> DemoResult:
+    from local.stack import LocalStack
+
+    v1_fraction, v2_fraction = options.chosen_fractions
+    timeline = Timeline(reporter)
+    result = DemoResult(fractions=(v1_fraction, v2_fraction), steps=timeline.steps)
+    timed = timeline.run
+
+    timed("stack up", lambda: LocalStack(settings).up(), lambda s: "git, s3, mlflow healthy")
+
+    def make_version(label: str, fraction: float) -> dict[str, Any]:
+        return pipeline(
+            settings,
+            ProcessOptions(
+                version=label, fraction=fraction, source=options.source, repo=options.repo
+            ),
+            TrainOptions(tag="", epochs=options.epochs, model_name=options.model_name),
+            stream=stream,
+        )
+
+    for label, fraction in (("v1.0", v1_fraction), ("v2.0", v2_fraction)):
+        made = timed(
+            f"{label}: process + train ({fraction:.0%} of {options.source})",
+            functools.partial(make_version, label, fraction),
+            lambda r: (
+                f"{r['training']['model_name']}/{r['training']['model_version']}, "
+                f"best val {r['training']['metrics']['best_val_accuracy']:.4f}"
+            ),
+        )
+        result.versions[label] = made
+    v1, v2 = (result.versions[v]["training"] for v in ("v1.0", "v2.0"))
+    ref1, ref2 = (f"{t['model_name']}/{t['model_version']}" for t in (v1, v2))
+    result.comparison = timed(
+        "compare v1.0 and v2.0", lambda: compare(settings, ref1, ref2), lambda c: c.summary
+    )
+
+    better, reason = choose_champion(v1, v2)
+    result.champion = timed(
+        f"promote {better['model_name']}/{better['model_version']} to {CHAMPION}",
+        lambda: {
+            **promote(settings, f"{better['model_name']}/{better['model_version']}", CHAMPION),
+            "reason": reason,
+        },
+        lambda p: reason,
+    )
+    champion_ref = f"{better['model_name']}@{CHAMPION}"
+    result.endpoint = timed(
+        f"deploy {champion_ref}",
+        lambda: deploy(settings, champion_ref, port=options.port),
+        lambda d: d["endpoint"],
+    )
+    images_dir = settings.home / "demo" / "held-out"
+    result.predictions = timed(
+        f"invoke with {options.images} held-out test images",
+        lambda: _invoke_held_out(
+            settings,
+            settings.repo_url(options.repo),
+            better["dvc_tag"],
+            images_dir,
+            result.endpoint["endpoint"],
+            options.images,
+        ),
+        lambda p: f"{sum(x['correct'] for x in p)}/{len(p)} correct",
+    )
+    result.trace = timed(
+        "trace the deployed model",
+        lambda: trace(settings, endpoint=result.endpoint["endpoint"]),
+        lambda t: "chain verified" if t.ok else "chain NOT verified",
+    )
+    result.reproduction = timed(
+        f"reproduce {ref1} (v1.0) data",
+        lambda: reproduce(settings, model=ref1),
+        lambda r: (
+            f"{r.files_verified} records re-hashed: " + ("identical" if r.ok else "DIFFERENT")
+        ),
+    )
+    result.mlflow_ui = settings.mlflow_uri
+    return result
+
+
+def choose_champion(v1: dict[str, Any], v2: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The version with the higher best validation accuracy; the newer one on a tie."""
+    a = float(v1["metrics"]["best_val_accuracy"])
+    b = float(v2["metrics"]["best_val_accuracy"])
+    if a > b:
+        return v1, f"v1.0 has the higher validation accuracy ({a:.4f} > {b:.4f})"
+    if b > a:
+        return v2, f"v2.0 has the higher validation accuracy ({b:.4f} > {a:.4f})"
+    return v2, f"equal validation accuracy ({a:.4f}); the newer version wins the tie"
+
+
+def _invoke_held_out(
+    settings: Settings, repo_url: str, tag: str, dest: Path, endpoint: str, count: int
+) -> list[dict[str, Any]]:
+    """Send test-split images, read from the DVC remote by their manifest row."""
+    paths = held_out_images(settings, repo_url, tag, dest, count)
+    answers = invoke(endpoint, [path for path, _ in paths])
+    predictions = []
+    for (path, truth), answer in zip(paths, answers, strict=True):
+        if answer["status"] != 200:
+            raise LineageError(f"the endpoint refused {path.name}: {answer.get('error')}")
+        predictions.append(
+            {
+                "file": path.name,
+                "label": truth,
+                "predicted": answer["label"],
+                "probability": answer["probabilities"][answer["label"]],
+                "correct": answer["label"] == truth,
+                "model": f"{answer['lineage']['model_name']}/{answer['lineage']['model_version']}",
+            }
+        )
+    return predictions
+
+
+def held_out_images(
+    settings: Settings, repo_url: str, tag: str, dest: Path, count: int
+) -> list[tuple[Path, str]]:
+    """Up to `count` test images of dataset `tag`, one label after another."""
+    with tempfile.TemporaryDirectory(prefix="lineage-demo-") as tmp:
+        repo_dir = Path(tmp) / "repo"
+        datarepo.clone(repo_url, repo_dir, tag=tag)
+        pointer = datarepo.read_pointer(repo_dir)
+        remote = DvcRemote(s3_client(settings), datarepo.remote_url(repo_dir))
+    entries = {e.relpath: e.md5 for e in remote.listing(pointer.md5)}
+    manifest_bytes = remote.read(entries[manifest.MANIFEST_NAME])
+    if manifest_bytes is None:
+        raise LineageError("the dataset's manifest is missing from the remote")
+    by_label: dict[str, list[manifest.ManifestRow]] = {}
+    for row in manifest.parse(manifest_bytes.decode()):
+        if row.split == "test":
+            by_label.setdefault(row.label, []).append(row)
+    chosen: list[manifest.ManifestRow] = []
+    while len(chosen) < count and any(by_label.values()):
+        for label in sorted(by_label):
+            if by_label[label] and len(chosen) < count:
+                chosen.append(by_label[label].pop(0))
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for row in chosen:
+        data = remote.read(entries[row.file_path])
+        if data is None:
+            raise LineageError(f"test image {row.file_path} is missing from the remote")
+        path = dest / f"{row.label}-{Path(row.file_path).name}"
+        path.write_bytes(data)
+        out.append((path, row.label))
+    return out

@@ -1,0 +1,234 @@
+"""`reproduce`: can we rebuild the model we deployed six months ago, byte for byte on the data
+side? A fresh clone at the recorded commit, `dvc pull`, every byte re-hashed; with
+``retrain``, the training job again on that data with the recorded hyperparameters and seed,
+and its metrics compared with the original run's, epoch by epoch.
+
+Equal on CPU (the training job is deterministic there for a fixed seed); on a GPU, cuDNN
+kernels are not bit-reproducible, so accuracies may differ by up to `GPU_TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lineage import datarepo
+from lineage.config import Settings
+from lineage.errors import LineageError
+from lineage.query.chain import Check, RecordedData, agree, locate, recorded_data
+from lineage.redact import redact_url
+from lineage.registry import RunRecord, metric_history, mlflow_client
+from lineage.storage import s3_client
+
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+FINAL_METRICS = ("best_val_accuracy", "test_accuracy", "test_loss")
+GPU_TOLERANCE = 0.02  # absolute, on accuracies; losses get 5% of their value
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    name: str
+    original: list[float]
+    reproduced: list[float]
+    tolerance: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Retraining:
+    run_id: str
+    device: str
+    metrics: list[MetricComparison]
+
+    @property
+    def ok(self) -> bool:
+        return all(m.ok for m in self.metrics)
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    model: str | None
+    run_id: str
+    repo_url: str  # credentials redacted
+    tag: str
+    commit: str
+    dataset_md5: str
+    manifest_sha256: str
+    files_verified: int
+    directory: str | None  # the checkout, when kept (--dir)
+    checks: list[Check] = field(default_factory=list)
+    retraining: Retraining | None = None
+
+    @property
+    def ok(self) -> bool:
+        data_ok = all(c.ok for c in self.checks)
+        return data_ok and (self.retraining is None or self.retraining.ok)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "model": self.model,
+            "run_id": self.run_id,
+            "repo_url": self.repo_url,
+            "tag": self.tag,
+            "commit": self.commit,
+            "dataset_md5": self.dataset_md5,
+            "manifest_sha256": self.manifest_sha256,
+            "files_verified": self.files_verified,
+            "directory": self.directory,
+            "checks": [c.to_json() for c in self.checks],
+            "retraining": None
+            if self.retraining is None
+            else {
+                "ok": self.retraining.ok,
+                "run_id": self.retraining.run_id,
+                "device": self.retraining.device,
+                "metrics": [m.__dict__ for m in self.retraining.metrics],
+            },
+        }
+
+
+def reproduce(
+    settings: Settings,
+    *,
+    model: str | None = None,
+    run_id: str | None = None,
+    directory: Path | None = None,
+    retrain: bool = False,
+    repo_url: str | None = None,
+    pretrained: str | None = None,
+    stream: bool = False,
+) -> Reproduction:
+    client = mlflow_client(settings.mlflow_uri)
+    version, run = locate(client, model=model, run_id=run_id)
+    data = recorded_data(run, version, repo_url)
+    if directory is not None and directory.exists() and any(directory.iterdir()):
+        raise LineageError(f"{directory} is not empty", "pass --dir with a new or empty directory")
+    checks: list[Check] = []
+    found = datarepo.tag_commit(data.repo_url, data.tag)
+    checks.append(
+        agree("tag", f"tag {data.tag} on the git server vs run", data.commit, found)
+        if found
+        else Check("tag", False, f"tag {data.tag} no longer exists (data checked at the commit)")
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="lineage-reproduce-"))
+    repo_dir = directory if directory is not None else tmp / "repo"
+    try:
+        datarepo.clone(data.repo_url, repo_dir, commit=data.commit)
+        pointer = datarepo.read_pointer(repo_dir)
+        checks.append(agree("dvc pointer", "`.dvc` md5 vs run", data.dataset_md5, pointer.md5))
+        label = f"{data.tag} ({data.commit[:12]})"
+        verified = datarepo.pull_and_verify(
+            repo_dir, label, s3_client(settings), settings.client_env()
+        )
+        checks.append(
+            Check(
+                "files",
+                True,
+                f"{len(verified.rows)} files re-hashed against the manifest; directory md5 "
+                f"{verified.dataset_md5}",
+            )
+        )
+        checks.append(
+            agree(
+                "manifest", "manifest sha256 vs run", data.manifest_sha256, verified.manifest_sha256
+            )
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    retraining = None
+    if retrain:
+        if not all(c.ok for c in checks):
+            raise LineageError(
+                "the data does not match the record, so retraining would not reproduce the model",
+                "fix the failed checks first (run without --retrain to see them)",
+            )
+        retraining = _retrain(settings, client, data, pretrained, stream)
+    return Reproduction(
+        model=None if version is None else version.ref,
+        run_id=run.run_id,
+        repo_url=redact_url(data.shown_repo),
+        tag=data.tag,
+        commit=data.commit,
+        dataset_md5=data.dataset_md5,
+        manifest_sha256=data.manifest_sha256,
+        files_verified=len(verified.rows),
+        directory=str(directory) if directory is not None else None,
+        checks=checks,
+        retraining=retraining,
+    )
+
+
+def _retrain(
+    settings: Settings, client: Any, data: RecordedData, pretrained: str | None, stream: bool
+) -> Retraining:
+    from lineage.ops.train import TrainOptions, train
+
+    run = data.run
+    if run.params.get("pretrained") == "True" and not pretrained:
+        raise LineageError(
+            f"run {run.run_id} started from pretrained weights",
+            "pass the same weights file with --pretrained PATH to retrain",
+        )
+    result = train(
+        settings,
+        TrainOptions(
+            tag=data.tag,
+            epochs=int(run.param("epochs")),
+            learning_rate=float(run.param("learning_rate")),
+            batch_size=int(run.param("batch_size")),
+            image_size=int(run.param("image_size")),
+            seed=int(run.param("seed")),
+            model_name=run.tags.get("model_name") or None,
+            pretrained=pretrained or "none",
+            repo_url=data.repo_url,
+            experiment=_experiment_name(client, run),
+            register=False,
+            reproduces=run.run_id,
+        ),
+        stream=stream,
+    )
+    again = str(result["run_id"])
+    device = str(result.get("device", "cpu"))
+    exact = device == "cpu" and run.params.get("device", "cpu") == "cpu"
+    comparisons = [
+        _compare(
+            name,
+            metric_history(client, run.run_id, name),
+            metric_history(client, again, name),
+            exact,
+        )
+        for name in EPOCH_METRICS
+    ]
+    reproduced_run = client.get_run(again)
+    for name in FINAL_METRICS:
+        if name in run.metrics:
+            comparisons.append(
+                _compare(
+                    name,
+                    [run.metrics[name]],
+                    [float(reproduced_run.data.metrics.get(name, float("nan")))],
+                    exact,
+                )
+            )
+    return Retraining(again, device, comparisons)
+
+
+def _experiment_name(client: Any, run: RunRecord) -> str:
+    return str(client.get_experiment(run.experiment_id).name)
+
+
+def _compare(name: str, original: list[float], again: list[float], exact: bool) -> MetricComparison:
+    if exact:
+        tolerance = 0.0
+    elif "accuracy" in name:
+        tolerance = GPU_TOLERANCE
+    else:
+        tolerance = 0.05 * max((abs(v) for v in original), default=0.0)
+    ok = len(original) == len(again) and all(
+        abs(a - b) <= tolerance for a, b in zip(original, again, strict=True)
+    )
+    return MetricComparison(name, original, again, tolerance, ok)

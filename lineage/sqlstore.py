@@ -1,0 +1,80 @@
+"""One way to open a SQLAlchemy database for our stores (consent registry, lineage index).
+
+SQLite by default (a file under LINEAGE_HOME), any SQLAlchemy URL otherwise (PostgreSQL in
+production). Writers are serialised per transaction: SQLite transactions start with
+``BEGIN IMMEDIATE`` (the write lock up front, so two writers never both read the chain head
+and then collide), with WAL so readers are not blocked, and a busy timeout so a waiting
+writer waits instead of failing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from lineage.errors import ConfigError
+from lineage.redact import redact_url
+
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def open_engine(url: str, env_var: str, what: str) -> Engine:
+    """An engine for `url`; a URL that cannot work is an error naming `env_var`."""
+    shown = redact_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"{env_var}={shown!r} is not a database URL",
+            "use e.g. sqlite:////path/file.db or postgresql+psycopg://host/db",
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            parent = Path(database).expanduser().parent
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"cannot open the {what} at {shown}: directory {parent} does not exist",
+                    f"create it, or set {env_var} to a writable location",
+                )
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        _serialise_sqlite(engine)
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"no SQLAlchemy driver for {parsed.drivername} ({env_var})",
+            "install the driver (for PostgreSQL: pip install 'psycopg[binary]')",
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"the database driver {exc.name} for {shown} is not installed",
+            "install it (for PostgreSQL: pip install 'psycopg[binary]')",
+        ) from None
+
+
+def _serialise_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"

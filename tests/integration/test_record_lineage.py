@@ -1,0 +1,383 @@
+"""The healthcare scenario against the real stack: consent registry -> v1.0 -> train ->
+three withdrawals -> v2.0 -> train, then every record-level question, answered from the
+index and from a full scan of MLflow (they must agree), failing closed on damage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lineage import manifest
+from lineage.storage import s3_client
+from tests.conftest import free_port_block, run_cli
+from tests.integration.conftest import RunningStack
+from tests.integration.test_processing import checkout_with_plain_dvc, ok
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Scenario:
+    env: dict[str, str]
+    repo: str
+    name: str
+    port: int
+    result: dict[str, Any]
+
+    def ref(self, version: str) -> str:
+        training = self.result["versions"][version]["training"]
+        return f"{training['model_name']}/{training['model_version']}"
+
+    def tag(self, version: str) -> str:
+        return str(self.result["versions"][version]["processing"]["tag"])
+
+    @property
+    def withdrawn(self) -> list[str]:
+        return list(self.result["withdrawn"])
+
+
+@pytest.fixture(scope="module")
+def scenario(
+    running_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scenario]:
+    """`lineage demo --pattern record`, with its own consent registry and index."""
+    home = tmp_path_factory.mktemp("record")
+    env = {
+        **running_stack.env,
+        "LINEAGE_CONSENT_DB": f"sqlite:///{home / 'consent.db'}",
+        "LINEAGE_INDEX_DB": f"sqlite:///{home / 'index.db'}",
+    }
+    repo = f"patients-{uuid.uuid4().hex[:6]}"
+    name = f"cxr-{repo}"
+    port = free_port_block(1)
+    out = run_cli(
+        "demo",
+        "--pattern",
+        "record",
+        "--fractions",
+        "0.5,0.5",
+        "--epochs",
+        "1",
+        "--repo",
+        repo,
+        "--model-name",
+        name,
+        "--port",
+        str(port),
+        "--json",
+        env=env,
+        timeout=1500,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    yield Scenario(env, repo, name, port, json.loads(out.stdout))
+    assert run_cli("deploy", "--stop", "--port", str(port), env=env).returncode == 0
+
+
+def cli(scenario: Scenario, *args: str, expect: int = 0) -> dict[str, Any]:
+    out = run_cli(*args, "--json", env=scenario.env, timeout=600)
+    assert out.returncode == expect, out.stderr[-3000:]
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+def manifest_rows(
+    stack: RunningStack, scenario: Scenario, version: str, dest: Path
+) -> list[manifest.ManifestRow]:
+    dataset = checkout_with_plain_dvc(
+        stack, stack.settings.repo_url(scenario.repo), scenario.tag(version), dest
+    )
+    return manifest.read(dataset / manifest.MANIFEST_NAME)
+
+
+def test_the_record_manifest_is_patient_level_and_consent_filtered(
+    running_stack: RunningStack, scenario: Scenario, tmp_path: Path
+) -> None:
+    v1 = manifest_rows(running_stack, scenario, "v1.0", tmp_path / "v1")
+    v2 = manifest_rows(running_stack, scenario, "v2.0", tmp_path / "v2")
+    header = (tmp_path / "v2" / "dataset" / manifest.MANIFEST_NAME).read_text().splitlines()[0]
+    assert header == "patient_id,scan_id,record_id,file_path,split,label,sha256"
+    for rows in (v1, v2):
+        splits: dict[str, set[str]] = {}
+        for row in rows:
+            splits.setdefault(row.patient_id, set()).add(row.split)
+        assert all(len(s) == 1 for s in splits.values()), "a patient is in two splits"
+    withdrawn = set(scenario.withdrawn)
+    assert withdrawn <= {r.patient_id for r in v1}
+    assert not withdrawn & {r.patient_id for r in v2}
+    # exactly their records left; nobody else moved
+    v1_by_id = {r.record_id: r.split for r in v1 if r.patient_id not in withdrawn}
+    assert v1_by_id == {r.record_id: r.split for r in v2}
+
+
+def test_runs_and_datasets_record_the_consent_snapshot(
+    running_stack: RunningStack, scenario: Scenario, tmp_path: Path
+) -> None:
+    client = MlflowClient(running_stack.settings.mlflow_uri)
+    processing = scenario.result["versions"]["v1.0"]["processing"]
+    run = client.get_run(scenario.result["versions"]["v1.0"]["training"]["run_id"])
+    params = run.data.params
+    assert params["consent_snapshot_sha256"] == processing["consent"]["consent_snapshot_sha256"]
+    assert params["consent_as_of"] == processing["consent"]["consent_as_of"]
+    assert int(params["patient_count"]) == sum(processing["patients"].values())
+    checkout_with_plain_dvc(
+        running_stack,
+        running_stack.settings.repo_url(scenario.repo),
+        scenario.tag("v1.0"),
+        tmp_path / "c",
+    )
+    committed = json.loads((tmp_path / "c" / manifest.DATASET_METADATA).read_text())
+    assert committed["consent_snapshot_sha256"] == params["consent_snapshot_sha256"]
+    assert committed["pattern"] == "record"
+
+
+def test_as_of_export_reproduces_v1s_snapshot(scenario: Scenario) -> None:
+    consent = scenario.result["versions"]["v1.0"]["processing"]["consent"]
+    then = cli(scenario, "consent", "export", "--as-of", consent["consent_as_of"])
+    assert then["snapshot"]["sha256"] == consent["consent_snapshot_sha256"]
+    now = cli(scenario, "consent", "export")
+    assert now["snapshot"]["sha256"] != consent["consent_snapshot_sha256"]
+    assert set(scenario.withdrawn) <= set(now["snapshot"]["withdrawn"])
+    assert scenario.result["consent_check"]["matches"]
+
+
+def test_audit_record_finds_withdrawn_patients_in_v1_only(scenario: Scenario) -> None:
+    v1 = scenario.ref("v1.0")
+    for patient in scenario.withdrawn:
+        answer = cli(scenario, "audit", "record", patient)
+        assert [m["model"] for m in answer["models"]] == [v1]
+        hit = answer["models"][0]
+        assert hit["splits"] == ["train"] and hit["scans"]
+        assert all(s["scan_id"].startswith(f"{patient}-SCAN-") for s in hit["scans"])
+        assert hit["consent_at_training"] == "granted"
+        assert (
+            hit["consent_snapshot_sha256"]
+            == (
+                scenario.result["versions"]["v1.0"]["processing"]["consent"][
+                    "consent_snapshot_sha256"
+                ]
+            )
+        )
+        assert answer["consent"]["status"] == "withdrawn"
+
+
+def test_audit_excluded_passes_for_v2_and_fails_for_v1(scenario: Scenario) -> None:
+    patient = scenario.withdrawn[0]
+    v1, v2 = scenario.ref("v1.0"), scenario.ref("v2.0")
+    assert cli(scenario, "audit", "excluded", patient, "--model", v2)["passed"]
+    failed = cli(scenario, "audit", "excluded", patient, "--model", v1, expect=1)
+    assert [h["model"] for h in failed["in_use"]] == [v1]
+    overall = cli(scenario, "audit", "excluded", patient, expect=1)
+    assert [h["model"] for h in overall["in_use"]] == [v1] and overall["violations"] == []
+    assert v2 in overall["clean"]
+    # a date after which v1 was trained: v1 becomes a violation, not just "still in use"
+    since = "2000-01-01"
+    strict = cli(scenario, "audit", "excluded", patient, "--since", since, expect=1)
+    assert v1 in [h["model"] for h in strict["violations"]]
+
+
+def test_impact_lists_the_model_its_alias_and_endpoint(scenario: Scenario) -> None:
+    # the demo moved production to v2: point a second alias and endpoint at v1 to see them
+    v1 = scenario.ref("v1.0")
+    ok(run_cli("promote", "--model", v1, "--alias", "previous", "--json", env=scenario.env))
+    port = free_port_block(1)
+    ok(
+        run_cli(
+            "deploy",
+            "--model",
+            f"{scenario.name}@previous",
+            "--port",
+            str(port),
+            "--json",
+            env=scenario.env,
+            timeout=300,
+        )
+    )
+    try:
+        answer = cli(scenario, "impact", scenario.withdrawn[1])
+    finally:
+        run_cli("deploy", "--stop", "--port", str(port), env=scenario.env)
+    assert [m["model"] for m in answer["models"]] == [v1]
+    assert answer["aliases"] == [f"{scenario.name}@previous"]
+    assert answer["endpoints"] == [{"url": f"http://127.0.0.1:{port}", "model": v1}]
+    assert answer["datasets"] == [scenario.tag("v1.0")]
+    # the demo's own impact step saw v1 deployed as champion on its endpoint
+    first = scenario.result["impacts"][0]
+    assert first["aliases"] == [f"{scenario.name}@champion"]
+    assert first["endpoints"][0]["model"] == v1
+
+
+def _without_source(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k != "source"}
+
+
+def test_index_and_full_scan_agree_on_every_question(scenario: Scenario) -> None:
+    patients = [*scenario.withdrawn, "PAT-00001", "PAT-00002", "PAT-99999"]
+    for patient in patients:
+        for question in (("audit", "record", patient), ("impact", patient)):
+            indexed = cli(scenario, *question)
+            scanned = cli(scenario, *question, "--scan")
+            assert indexed["source"] == "index" and scanned["source"] == "scan"
+            assert _without_source(indexed) == _without_source(scanned), question
+    for ref in (scenario.ref("v1.0"), scenario.ref("v2.0")):
+        indexed = cli(scenario, "audit", "model", ref)
+        scanned = cli(scenario, "audit", "model", ref, "--scan")
+        assert _without_source(indexed) == _without_source(scanned)
+        assert indexed["snapshot_ok"] and indexed["without_consent"] == []
+    v1 = cli(scenario, "audit", "model", scenario.ref("v1.0"))
+    assert {w["patient_id"] for w in v1["withdrawn_since"]} == set(scenario.withdrawn)
+
+
+def test_a_missing_manifest_or_stale_index_fails_closed(
+    running_stack: RunningStack, scenario: Scenario
+) -> None:
+    client = MlflowClient(running_stack.settings.mlflow_uri)
+    run = client.get_run(scenario.result["versions"]["v1.0"]["training"]["run_id"])
+    root = run.info.artifact_uri.removeprefix("mlflow-artifacts:/")
+    key = f"artifacts/{root}/{manifest.MANIFEST_NAME}"
+    s3 = s3_client(running_stack.settings)
+    bucket = running_stack.settings.mlflow_bucket
+    saved = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.delete_object(Bucket=bucket, Key=key)
+    try:
+        for command in (("audit", "record", scenario.withdrawn[0], "--scan"), ("index", "rebuild")):
+            out = run_cli(*command, env=scenario.env, timeout=600)
+            assert out.returncode != 0, command
+            assert scenario.ref("v1.0") in out.stderr and "manifest.csv" in out.stderr
+    finally:
+        s3.put_object(Bucket=bucket, Key=key, Body=saved)
+
+    # a version registered behind the index's back makes indexed answers refuse
+    stale_name = f"stale-{uuid.uuid4().hex[:6]}"
+    client.create_registered_model(stale_name)
+    client.create_model_version(stale_name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    try:
+        out = run_cli("audit", "record", scenario.withdrawn[0], env=scenario.env)
+        assert out.returncode != 0 and "out of date" in out.stderr
+        assert "lineage index rebuild" in out.stderr
+        rebuilt = cli(scenario, "index", "rebuild")
+        assert rebuilt["models"] >= 3
+        answer = cli(scenario, "audit", "record", scenario.withdrawn[0])
+        assert sorted(m["model"] for m in answer["models"]) == sorted(
+            [scenario.ref("v1.0"), f"{stale_name}/1"]
+        )
+    finally:
+        client.delete_registered_model(stale_name)
+        cli(scenario, "index", "rebuild")
+
+
+def test_the_report_is_self_contained_and_names_the_withdrawals(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    v1 = scenario.ref("v1.0")
+    out = run_cli(
+        "audit",
+        "report",
+        "--model",
+        v1,
+        "--out",
+        str(tmp_path / "r.html"),
+        env=scenario.env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    page = (tmp_path / "r.html").read_text()
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert (
+        page.startswith("<!doctype html>")
+        and "<script" not in page
+        and "http" not in page.split("<body>")[0]
+    )
+    assert {w["patient_id"] for w in data["consent"]["withdrawn_since_training"]} == set(
+        scenario.withdrawn
+    )
+    assert data["verdict"]["lineage_verified"] and data["verdict"]["consent_verified"]
+    assert data["verdict"]["action_required"]
+    for patient in scenario.withdrawn:
+        assert patient in page
+    assert data["consent"]["snapshot_sha256"] in page
+    # the demo's own report is of production (v2): nothing to act on
+    demo_report = json.loads(Path(scenario.result["report"]["json"]).read_text())
+    assert demo_report["model"]["ref"] == scenario.ref("v2.0")
+    assert not demo_report["verdict"]["action_required"]
+
+
+def test_bad_input_changes_nothing(scenario: Scenario, tmp_path: Path) -> None:
+    before = cli(scenario, "consent", "verify")["events"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "patient_id,scan_id,file_path,label,consent_status\n"
+        "PAT-00001,PAT-00001-SCAN-0001,images/x.png,normal,granted\n"
+        "PAT-00002,PAT-00002-SCAN-9999,images/y.png,normal,perhaps\n"
+    )
+    out = run_cli("consent", "import", str(bad), env=scenario.env)
+    assert out.returncode != 0 and "line 3" in out.stderr and "nothing was imported" in out.stderr
+    out = run_cli("consent", "withdraw", "PAT-99999", "--reason", "x", env=scenario.env)
+    assert out.returncode != 0 and "PAT-99999 is not in the consent registry" in out.stderr
+    assert cli(scenario, "consent", "verify")["events"] == before
+    broken = {**scenario.env, "LINEAGE_CONSENT_DB": "sqlite:////no/such/dir/consent.db"}
+    out = run_cli("consent", "status", "PAT-00001", env=broken)
+    assert out.returncode != 0 and "LINEAGE_CONSENT_DB" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_record_process_without_a_registry_or_patients_is_refused(
+    running_stack: RunningStack, scenario: Scenario, tmp_path: Path
+) -> None:
+    env = {**running_stack.env, "LINEAGE_CONSENT_DB": f"sqlite:///{tmp_path / 'empty.db'}"}
+    out = run_cli(
+        "process",
+        "--pattern",
+        "record",
+        "--source",
+        "synthetic-cxr",
+        "--version",
+        "v1.0",
+        "--fraction",
+        "0.1",
+        "--repo",
+        f"norec-{uuid.uuid4().hex[:6]}",
+        env=env,
+    )
+    assert out.returncode != 0 and "consent registry is empty" in out.stderr
+    out = run_cli(
+        "process",
+        "--pattern",
+        "record",
+        "--source",
+        "digits",
+        "--version",
+        "v1.0",
+        "--fraction",
+        "0.1",
+        "--repo",
+        f"norec-{uuid.uuid4().hex[:6]}",
+        env=scenario.env,
+        timeout=300,
+    )
+    assert out.returncode != 0 and "needs a source with patients" in out.stderr
+
+
+def test_a_concurrent_cli_withdrawal_storm_loses_nothing(scenario: Scenario) -> None:
+    before = cli(scenario, "consent", "verify")["events"]
+    patients = ["PAT-00010", "PAT-00011", "PAT-00012", "PAT-00013"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lineage", "consent", "grant", p, "--reason", "storm"],
+            env={**os.environ, **scenario.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for p in patients * 2
+    ]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert cli(scenario, "consent", "verify")["events"] == before + len(procs)
