@@ -5,6 +5,8 @@
 #   make lint      ruff + mypy
 #   make install   .venv from the lock (a no-op in seconds when nothing changed)
 #   make lock      re-resolve requirements.lock from pyproject.toml (needs the package index)
+#   make images    build model-lineage/{processing,training,inference} (see docker-bake.hcl)
+#   make push      push the images to Amazon ECR (REGISTRY=<acct>.dkr.ecr.<region>.amazonaws.com)
 #
 # torch/torchvision are installed by pip before the rest of the lock because uv does not see
 # machine-local wheel copies; uv then installs the locked remainder and keeps that torch.
@@ -31,10 +33,11 @@ TORCH_ONLY := torch torchvision triton cuda-bindings cuda-pathfinder cuda-toolki
   nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse \
   nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx
 
-.PHONY: help install lock lint test test-unit test-integration demo stack-up stack-down clean
+.PHONY: help install lock lint test test-unit test-integration demo stack-up stack-down clean \
+  wheels project-wheel base-image images images-plan push
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,10 +59,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml $(VENV)/.torch-$(TORCH_VERS
 
 install: $(VENV)/.installed
 
+# requirements.lock: everything (dev and aws extras) for the venv; requirements.runtime.lock:
+# what the images install (aws extra, no dev tools), held to the same versions.
+LOCK_ARGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header --quiet \
+  $(addprefix --no-emit-package ,$(TORCH_ONLY))
 lock: | $(BIN)/uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
-	  --python-platform x86_64-manylinux_2_28 --no-header --quiet \
-	  $(addprefix --no-emit-package ,$(TORCH_ONLY)) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra aws $(LOCK_ARGS) -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra aws --constraint requirements.lock $(LOCK_ARGS) \
+	  -o requirements.runtime.lock
 
 lint: install
 	$(BIN)/ruff check .
@@ -89,5 +96,49 @@ stack-up: install
 stack-down: install
 	$(BIN)/lineage stack down
 
+# -- container images ----------------------------------------------------------------------
+# The wheelhouse makes `docker build` hermetic: every dependency is a file in the build
+# context, installed with --no-index. Third-party wheels are fetched once per lock; the
+# project's own wheel is rebuilt every time (seconds) and is the only layer a code change
+# invalidates.
+WHEELHOUSE ?= wheelhouse
+REGISTRY ?=
+TAG ?= latest
+BASE_IMAGE ?= python:3.11-slim-bookworm
+LOCAL_BASE_IMAGE ?= model-lineage/base:bookworm
+IMAGE_VARS = REGISTRY="$(REGISTRY)" TAG="$(TAG)" BASE_IMAGE="$(BASE_IMAGE)" \
+  VERSION="$$($(BIN)/python -c 'import lineage; print(lineage.__version__)')" \
+  REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  CREATED="$$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+$(WHEELHOUSE)/deps/.complete: requirements.runtime.lock | $(VENV)/.installed
+	mkdir -p $(WHEELHOUSE)/deps
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --dest $(WHEELHOUSE)/deps \
+	  --constraint requirements.runtime.lock "torch==$(TORCH_VERSION)" "torchvision==$(TORCHVISION_VERSION)"
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE)/deps \
+	  --requirement requirements.runtime.lock
+	touch $@
+
+project-wheel: | $(VENV)/.installed
+	rm -rf $(WHEELHOUSE)/project build
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(WHEELHOUSE)/project .
+	rm -rf build
+
+wheels: $(WHEELHOUSE)/deps/.complete project-wheel
+
+# A bookworm base built with debootstrap from this machine's apt mirror (no registry needed).
+base-image:
+	images/base-image.sh $(LOCAL_BASE_IMAGE)
+
+images-plan: | $(VENV)/.installed
+	@$(IMAGE_VARS) $(BIN)/python -m local.images plan
+
+images: wheels
+	$(IMAGE_VARS) $(BIN)/python -m local.images build
+
+# ECR: login through boto3, create repositories if missing, tag and push. DRY_RUN=1 prints.
+push: | $(VENV)/.installed
+	$(IMAGE_VARS) $(BIN)/python -m local.images push $(if $(DRY_RUN),--dry-run,)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(WHEELHOUSE) build

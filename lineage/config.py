@@ -50,6 +50,8 @@ ENV_VARS: dict[str, str] = {
     "LINEAGE_WEED_BIN": "path of the SeaweedFS `weed` binary (default: from the venv / PATH)",
     "LINEAGE_CONSENT_DB": "SQLAlchemy URL of the consent registry (default SQLite in LINEAGE_HOME)",
     "LINEAGE_INDEX_DB": "SQLAlchemy URL of the lineage index (default SQLite in LINEAGE_HOME)",
+    "LINEAGE_IMAGE_REGISTRY": "registry of the job images (<acct>.dkr.ecr.<region>.amazonaws.com)",
+    "LINEAGE_IMAGE_TAG": "tag of the job images (default latest)",
 }
 
 
@@ -98,6 +100,8 @@ class Settings:
     aws_access_key_id: str = EMBEDDED_ACCESS_KEY_ID
     aws_secret_access_key: str = field(default=EMBEDDED_SECRET_ACCESS_KEY, repr=False)
     aws_region: str = "us-east-1"
+    image_registry: str = ""
+    image_tag: str = "latest"
     consent_db_override: str | None = field(default=None, repr=False)
     index_db_override: str | None = field(default=None, repr=False)
 
@@ -125,6 +129,8 @@ class Settings:
             aws_access_key_id=key_id or EMBEDDED_ACCESS_KEY_ID,
             aws_secret_access_key=secret or EMBEDDED_SECRET_ACCESS_KEY,
             aws_region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1",
+            image_registry=(env.get("LINEAGE_IMAGE_REGISTRY") or "").rstrip("/"),
+            image_tag=env.get("LINEAGE_IMAGE_TAG") or "latest",
             consent_db_override=env.get("LINEAGE_CONSENT_DB") or None,
             index_db_override=env.get("LINEAGE_INDEX_DB") or None,
         )
@@ -173,6 +179,11 @@ class Settings:
         """SQLAlchemy URL of the lineage index (a cache of MLflow + git, rebuildable)."""
         return self.index_db_override or f"sqlite:///{self.home / 'index.db'}"
 
+    def image_uri(self, name: str) -> str:
+        """A job image, named as docker-bake.hcl tags it (processing, training, inference)."""
+        prefix = f"{self.image_registry}/" if self.image_registry else ""
+        return f"{prefix}model-lineage/{name}:{self.image_tag}"
+
     def repo_url(self, name: str) -> str:
         return f"{self.git_url}/{name}.git"
 
@@ -208,4 +219,5 @@ class Settings:
             "startup_timeout_s": self.startup_timeout,
             "consent_db": redact_url(self.consent_db),
             "index_db": redact_url(self.index_db),
+            "images": {n: self.image_uri(n) for n in ("processing", "training", "inference")},
         }

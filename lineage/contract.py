@@ -25,6 +25,16 @@ MODEL_WEIGHTS_FILE = "weights.pt"  # in /opt/ml/model: plain state dict for the 
 CONSENT_INPUT_NAME = "consent"  # ProcessingInput: /opt/ml/processing/input/consent/snapshot.json
 
 
+def image_identity() -> dict[str, str]:
+    """The image a job runs in, when the runtime told it (`image_uri`, `image_digest`)."""
+    identity = {
+        "image_uri": os.environ.get("LINEAGE_IMAGE_URI", ""),
+        "image_digest": os.environ.get("LINEAGE_IMAGE_DIGEST", ""),
+        "image_revision": os.environ.get("LINEAGE_IMAGE_REVISION", ""),
+    }
+    return {key: value for key, value in identity.items() if value}
+
+
 def base_dir() -> Path:
     return Path(os.environ.get(BASE_DIR_ENV) or DEFAULT_BASE_DIR)
 

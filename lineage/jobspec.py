@@ -44,6 +44,15 @@ def job_name(prefix: str) -> str:
     return f"{clean}-{stamp}-{secrets.token_hex(2)}"
 
 
+def dataset_tag(version: str, pipeline_run_id: str | None = None) -> str:
+    """The git tag of a dataset version: the pipeline run id when there is one, else
+    ``<version>-<UTC stamp>-<random>``. Tags are never reused, so they are unique."""
+    if pipeline_run_id:
+        return pipeline_run_id
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{version}-{stamp}-{secrets.token_hex(3)}"
+
+
 @dataclass(frozen=True)
 class ProcessingInput:
     name: str
@@ -194,7 +203,18 @@ class TrainingJobSpec:
                 "TrainingInputMode": "File",
             },
             "HyperParameters": dict(self.hyperparameters),
-            "InputDataConfig": [
+            "OutputDataConfig": {"S3OutputPath": self.output_path},
+            "ResourceConfig": {
+                "InstanceType": self.instance_type,
+                "InstanceCount": self.instance_count,
+                "VolumeSizeInGB": self.volume_size_gb,
+            },
+            "StoppingCondition": {"MaxRuntimeInSeconds": self.max_runtime_s},
+            "RoleArn": self.role_arn,
+            "Environment": dict(self.environment),
+        }
+        if self.channels:  # the API refuses an empty list: no channels, no key
+            request["InputDataConfig"] = [
                 {
                     "ChannelName": c.name,
                     "DataSource": {
@@ -207,17 +227,7 @@ class TrainingJobSpec:
                     "InputMode": "File",
                 }
                 for c in self.channels
-            ],
-            "OutputDataConfig": {"S3OutputPath": self.output_path},
-            "ResourceConfig": {
-                "InstanceType": self.instance_type,
-                "InstanceCount": self.instance_count,
-                "VolumeSizeInGB": self.volume_size_gb,
-            },
-            "StoppingCondition": {"MaxRuntimeInSeconds": self.max_runtime_s},
-            "RoleArn": self.role_arn,
-            "Environment": dict(self.environment),
-        }
+            ]
         if self.checkpoint_s3_uri:
             request["CheckpointConfig"] = {
                 "S3Uri": self.checkpoint_s3_uri,

@@ -22,8 +22,17 @@ class TrackingError(LineageError):
     """The MLflow tracking server cannot be used."""
 
 
+def quiet_arn_plugin(uri: str) -> None:
+    """The sagemaker-mlflow plugin (in the images, for MLflow App ARNs) adds its request
+    headers to *every* MLflow call and logs a warning per call when the tracking URI is not an
+    ARN. Its headers only matter for ARNs: elsewhere, silence that logger."""
+    if not uri.startswith("arn:"):
+        logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
+
+
 def check_reachable(uri: str, timeout: float = 10.0) -> None:
     """Fail early (before anything is published) when an HTTP tracking server is down."""
+    quiet_arn_plugin(uri)
     if not uri.startswith(("http://", "https://")):
         return  # file stores, databricks, SageMaker ARNs: the client checks those itself
     try:
@@ -54,6 +63,7 @@ def log_run(
     """Log one finished run; return its id. Param values are redacted if they are URLs."""
     import mlflow
 
+    quiet_arn_plugin(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name) as run:

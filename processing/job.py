@@ -15,17 +15,18 @@ import argparse
 import json
 import logging
 import os
-import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from types import FrameType
 from typing import NoReturn
 
 from lineage import __version__, contract, manifest, tracking
 from lineage.consent.snapshot import Snapshot
 from lineage.errors import LineageError
+from lineage.jobspec import dataset_tag
 from lineage.manifest import DATASET_METADATA, DVC_FILE
 from lineage.redact import redact_url
 from processing.dataset import write_dataset
@@ -103,13 +104,6 @@ class ProcessingResult:
     patients: dict[str, int] | None = None  # record pattern: distinct patients per split
 
 
-def make_tag(version: str, run_id: str | None) -> str:
-    if run_id:
-        return run_id
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{version}-{stamp}-{secrets.token_hex(3)}"
-
-
 def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> ProcessingResult:
     started = time.monotonic()
     job_config = contract.read_json(paths.job_config_file) or {}
@@ -130,7 +124,7 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.DEFAULT_EXPERIMENT
     source = parse_source(args.source)
     validate_fractions(args.data_fraction, args.val_split, args.test_split)
-    tag = make_tag(args.data_version, os.environ.get("PIPELINE_RUN_ID"))
+    tag = dataset_tag(args.data_version, os.environ.get("PIPELINE_RUN_ID"))
     if tracking_uri:
         tracking.check_reachable(tracking_uri)
     else:
@@ -232,6 +226,7 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
                 "reused_commit": published.reused_commit,
                 "code_version": __version__,
                 "pattern": args.pattern,
+                **contract.image_identity(),
                 **{f"count_{split}": n for split, n in counts.items()},
                 **{k: v for k, v in consent.items() if k in CONSENT_PARAMS},
                 **({"patient_count": metadata["patient_count"]} if record_pattern else {}),
@@ -301,13 +296,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
     paths = contract.ProcessingPaths.from_env()
+    # SageMaker stops a job with SIGTERM. As PID 1 in a container a signal without a handler
+    # is ignored, so the job would hang until SIGKILL: stop at once, with a reason. Nothing
+    # half-published is left behind: the tag is pushed last (see publish.py).
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         run(parse_args(sys.argv[1:] if argv is None else argv), paths)
+    except JobStopped:
+        _fail(paths, "stopped by SIGTERM (a version is tagged only after its data is pushed)")
     except (LineageError, SourceError, SamplingError) as exc:
         _fail(paths, str(exc))
     except Exception as exc:
         log.exception("unexpected failure")
         _fail(paths, f"internal error: {exc.__class__.__name__}: {exc}")
+
+
+class JobStopped(BaseException):
+    """SIGTERM arrived (a BaseException, so no `except Exception` swallows it)."""
+
+
+def _stopped(signum: int, _frame: FrameType | None) -> None:
+    raise JobStopped(signum)
 
 
 def _fail(paths: contract.ProcessingPaths, reason: str) -> NoReturn:

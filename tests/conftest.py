@@ -1,4 +1,5 @@
-"""Fixtures shared by every test layer."""
+"""Fixtures shared by every test layer, including the one real local stack per test session
+(starting MLflow alone takes ~30 s on 2 cores), used by the integration and container tiers."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from lineage.config import Settings
+from local.stack import LocalStack
 from local.stack.process import port_free
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -61,3 +65,30 @@ def run_cli(
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """Environment of a private, not-started stack under a temp home."""
     return stack_env(tmp_path / "lineage-home")
+
+
+@dataclass
+class RunningStack:
+    env: dict[str, str]
+    settings: Settings
+    stack: LocalStack
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    home = tmp_path_factory.mktemp("stack") / "lineage-home"
+    env = stack_env(home)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    settings = Settings.from_env()
+    stack = LocalStack(settings)
+    try:
+        stack.up()
+        yield RunningStack(env=env, settings=settings, stack=stack)
+    finally:
+        stack.down()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

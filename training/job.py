@@ -187,6 +187,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
                     for name, split in (("train", train), ("val", val), ("test", test))
                 },
                 **record_params,
+                **contract.image_identity(),
             }
         )
         _log_dataset_input(mlflow, fetched, repo_url)
@@ -256,6 +257,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
             "training_job_name": env.job_name,
             "metrics": final,
             **record_params,
+            **contract.image_identity(),
         }
         _save_model(mlflow, model.cpu(), paths.model_dir, lineage, params.image_size, test)
         mlflow.log_artifact(str(fetched.manifest_path))
@@ -340,7 +342,16 @@ def _save_model(
     model_dir.mkdir(parents=True, exist_ok=True)
     for child in model_dir.iterdir():
         raise TrainingError(f"{model_dir} is not empty ({child.name})")
-    mlflow.pytorch.save_model(model, str(model_dir), signature=signature, input_example=example_np)
+    # Explicit requirements: inferring them runs the model in a subprocess (15 s on 2 cores)
+    # only to find what we already know.
+    requirements = [*mlflow.pytorch.get_default_pip_requirements(), f"numpy=={np.__version__}"]
+    mlflow.pytorch.save_model(
+        model,
+        str(model_dir),
+        signature=signature,
+        input_example=example_np,
+        pip_requirements=requirements,
+    )
     # A plain state dict beside the MLflow model: the inference server rebuilds the network
     # from lineage.json and loads these with weights_only=True (no pickled code executed).
     torch.save(model.state_dict(), model_dir / WEIGHTS_FILE)

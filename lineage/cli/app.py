@@ -8,7 +8,7 @@ import typer
 from rich.text import Text
 
 from lineage import __version__
-from lineage.cli import audit, consent, demo, deploy, process, query, stack, train
+from lineage.cli import audit, consent, demo, deploy, process, query, sagemaker, stack, train
 from lineage.cli.output import err_console
 from lineage.errors import LineageError
 
@@ -35,6 +35,7 @@ app.add_typer(consent.app, name="consent")
 app.command(name="impact")(audit.impact_command)
 app.add_typer(audit.app, name="audit")
 app.add_typer(audit.index_app, name="index")
+app.add_typer(sagemaker.app, name="sagemaker")
 
 
 def _version(value: bool) -> None:

@@ -37,22 +37,21 @@ def _hits_table(hits: list[ModelHit], title: str) -> Table:
     for column in (
         "model",
         "aliases / endpoints",
-        "trained",
+        "trained (UTC)",
         "splits",
         "scans",
         "consent then",
-        "snapshot",
     ):
         table.add_column(column)
     for h in hits:
+        scans = [s["scan_id"] for s in h.scans]
         table.add_row(
             h.model,
             ", ".join([*(f"@{a}" for a in h.aliases), *h.endpoints]) or "-",
-            h.trained_at[:19],
+            h.trained_at[:16].replace("T", " "),
             ", ".join(h.splits),
-            ", ".join(s["scan_id"] for s in h.scans),
+            f"{len(scans)}: {', '.join(scans)}" if len(scans) <= 2 else f"{len(scans)}",
             h.consent_at_training or "-",
-            (h.consent_snapshot_sha256 or "-")[:16],
         )
     return table
 

@@ -167,8 +167,8 @@ def run_record_demo(
             f"audit excluded {', '.join(result.withdrawn)} from {ref}",
             functools.partial(_excluded_all, settings, result.withdrawn, ref),
             lambda e: (
-                ("PASSED" if e.passed else "FAILED")
-                + f": {len(e.violations) + len(e.in_use)} models still hold them"
+                ("PASSED" if e.passed else "FAILED: still held by ")
+                + ", ".join(sorted({h.model for h in [*e.violations, *e.in_use]}))
             ),
         )
     run(

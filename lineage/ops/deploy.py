@@ -11,11 +11,14 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from lineage import contract
 from lineage.config import Settings
 from lineage.errors import LineageError
 from lineage.registry import mlflow_client, resolve
@@ -93,19 +96,26 @@ def _endpoint_files(settings: Settings, port: int) -> tuple[Path, Path, Path]:
     )
 
 
-def deploy(
-    settings: Settings, ref: str, port: int = 8080, runtime: str = "process"
-) -> dict[str, Any]:
-    from local.runner.launch import check_runtime
+def container_name(port: int) -> str:
+    return f"lineage-endpoint-{port}"
 
-    check_runtime(runtime)
+
+def _container_file(settings: Settings, port: int) -> Path:
+    return settings.home / "run" / f"endpoint-{port}.container"
+
+
+@dataclass(frozen=True)
+class _Server:
+    """A starting endpoint, however it runs: is it alive, stop it, what did it say."""
+
+    alive: Callable[[], bool]
+    kill: Callable[[], None]
+    logs: Callable[[], str]
+    handle: dict[str, Any]
+
+
+def _start_process(settings: Settings, port: int, info: dict[str, Any]) -> _Server:
     endpoint_dir, pid_file, log_file = _endpoint_files(settings, port)
-    stop(settings, port)
-    if not process.port_free(settings.host, port):
-        raise LineageError(
-            f"port {port} is in use by another program", "pass --port with a free port"
-        )
-    info = materialize(settings, ref, endpoint_dir)
     env = {
         **os.environ,
         "SAGEMAKER_BIND_TO_PORT": str(port),
@@ -120,15 +130,87 @@ def deploy(
         env=env,
         cwd=endpoint_dir,
     )
+
+    def kill() -> None:
+        process.terminate(pid, 10)
+        pid_file.unlink(missing_ok=True)
+
+    return _Server(
+        alive=lambda: process.is_alive(pid),
+        kill=kill,
+        logs=lambda: process.tail(log_file),
+        handle={"pid": pid, "log": str(log_file)},
+    )
+
+
+def _start_container(settings: Settings, port: int, info: dict[str, Any]) -> _Server:
+    """The inference image, as SageMaker runs it: `serve`, the model at /opt/ml/model."""
+    from local.images import docker
+
+    image = settings.image_uri("inference")
+    docker.inspect_image(image)  # a clear error when it is not built
+    name = container_name(port)
+    docker.remove_container(name, 1)  # a leftover of a crashed run
+    argv = [
+        "docker",
+        "run",
+        "--detach",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--volume",
+        f"{info['model_dir']}:{contract.DEFAULT_BASE_DIR}/model:ro",
+        "--env",
+        f"SAGEMAKER_BIND_TO_PORT={port}",
+        "--env",
+        f"LINEAGE_SERVE_HOST={settings.host}",
+        image,
+        "serve",
+    ]
+    container = docker.run_detached(argv, dict(os.environ))
+    marker = _container_file(settings, port)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{name}\n{container}\n{image}\n")
+
+    def kill() -> None:
+        docker.remove_container(name, 10)
+        marker.unlink(missing_ok=True)
+
+    return _Server(
+        alive=lambda: docker.container_running(name),
+        kill=kill,
+        logs=lambda: docker.container_logs(name),
+        handle={"container": name, "image": image, "log": f"docker logs {name}"},
+    )
+
+
+def deploy(
+    settings: Settings, ref: str, port: int = 8080, runtime: str = "process"
+) -> dict[str, Any]:
+    """Serve `ref` on `port`: as a local process, or in the inference image (`docker`)."""
+    from local.runner.launch import check_runtime
+
+    check_runtime(runtime)
+    endpoint_dir, _, _ = _endpoint_files(settings, port)
+    stop(settings, port)
+    if not process.port_free(settings.host, port):
+        raise LineageError(
+            f"port {port} is in use by another program", "pass --port with a free port"
+        )
+    info = materialize(settings, ref, endpoint_dir)
+    start = _start_container if runtime == "docker" else _start_process
+    server = start(settings, port, info)
     url = f"http://{settings.host}:{port}"
     deadline = time.monotonic() + PING_TIMEOUT_S
     while True:
-        if not process.is_alive(pid):
-            pid_file.unlink(missing_ok=True)
+        if not server.alive():
+            details = server.logs()
+            server.kill()
             raise LineageError(
                 "the inference server exited during start-up",
-                f"read {log_file}",
-                details=process.tail(log_file),
+                f"see {server.handle['log']}",
+                details=details,
             )
         try:
             if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
@@ -136,33 +218,47 @@ def deploy(
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            process.terminate(pid, 10)
-            pid_file.unlink(missing_ok=True)
+            details = server.logs()
+            server.kill()
             raise LineageError(
                 "the inference server did not answer /ping in time",
-                f"read {log_file}",
-                details=process.tail(log_file),
+                f"see {server.handle['log']}",
+                details=details,
             )
         time.sleep(0.2)
-    return {"endpoint": url, "pid": pid, "log": str(log_file), **info}
+    return {"endpoint": url, "runtime": runtime, **server.handle, **info}
+
+
+def _ports(settings: Settings, port: int | None) -> list[int]:
+    if port is not None:
+        return [port]
+    run_dir = settings.home / "run"
+    found = {
+        int(path.name.split("-", 1)[1].split(".", 1)[0])
+        for pattern in ("endpoint-*.pid", "endpoint-*.container")
+        for path in run_dir.glob(pattern)
+    }
+    return sorted(found)
 
 
 def stop(settings: Settings, port: int | None = None) -> list[int]:
     """Stop the local endpoint on `port` (all local endpoints when None)."""
-    run_dir = settings.home / "run"
-    files = (
-        [run_dir / f"endpoint-{port}.pid"]
-        if port is not None
-        else sorted(run_dir.glob("endpoint-*.pid"))
-    )
     stopped = []
-    for pid_file in files:
+    for each in _ports(settings, port):
+        _, pid_file, _ = _endpoint_files(settings, each)
         pid = process.running_pid(pid_file, "inference")
         if pid is not None:
             process.terminate(pid, 30)  # SageMaker's SIGTERM -> SIGKILL window
-            stopped.append(int(pid_file.stem.split("-", 1)[1]))
+            stopped.append(each)
         pid_file.unlink(missing_ok=True)
-    return stopped
+        marker = _container_file(settings, each)
+        if marker.exists():
+            from local.images import docker
+
+            if docker.remove_container(marker.read_text().split()[0], 30):
+                stopped.append(each)
+            marker.unlink(missing_ok=True)
+    return sorted(set(stopped))
 
 
 def running_endpoints(settings: Settings) -> list[dict[str, Any]]:
@@ -172,17 +268,23 @@ def running_endpoints(settings: Settings) -> list[dict[str, Any]]:
     could miss a deployed model.
     """
     found = []
-    for pid_file in sorted((settings.home / "run").glob("endpoint-*.pid")):
-        if process.running_pid(pid_file, "inference") is None:
+    for port in _ports(settings, None):
+        _, pid_file, _ = _endpoint_files(settings, port)
+        running = process.running_pid(pid_file, "inference") is not None
+        marker = _container_file(settings, port)
+        if not running and marker.exists():
+            from local.images import docker
+
+            running = docker.container_running(marker.read_text().split()[0])
+        if not running:
             continue
-        url = f"http://{settings.host}:{pid_file.stem.split('-', 1)[1]}"
+        url = f"http://{settings.host}:{port}"
         try:
             served = httpx.get(f"{url}/lineage", timeout=10).json()
         except (httpx.HTTPError, ValueError):
             raise LineageError(
                 f"the local endpoint {url} runs but does not say what it serves",
-                f"restart it (`lineage deploy`) or stop it (`lineage deploy --stop --port "
-                f"{url.rsplit(':', 1)[1]}`)",
+                f"restart it (`lineage deploy`) or stop it (`lineage deploy --stop --port {port}`)",
             ) from None
         found.append(
             {

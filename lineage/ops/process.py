@@ -17,7 +17,6 @@ from local.runner.launch import job_result
 from local.stack import LocalStack
 
 DEFAULT_REPO = "datasets"
-PROCESSING_IMAGE = "model-lineage/processing:latest"
 PATTERNS = ("dataset", "record")
 
 
@@ -56,7 +55,7 @@ def build_spec(
     name = job_name(f"process-{options.version}")
     return ProcessingJobSpec(
         name=name,
-        image_uri=PROCESSING_IMAGE,
+        image_uri=settings.image_uri("processing"),
         arguments=[
             "--data-version",
             options.version,

@@ -17,7 +17,6 @@ from lineage.tracking import DEFAULT_EXPERIMENT
 from local.runner import run_training
 from local.runner.launch import job_result
 
-TRAINING_IMAGE = "model-lineage/training:latest"
 log = logging.getLogger("lineage.train")
 
 
@@ -62,7 +61,7 @@ def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> Trai
     name = job_name(f"train-{options.tag[:24]}")
     return TrainingJobSpec(
         name=name,
-        image_uri=TRAINING_IMAGE,
+        image_uri=settings.image_uri("training"),
         hyperparameters=hyperparameters,
         environment={
             "DVC_REPO_URL": repo_url,

@@ -68,8 +68,17 @@ def job_env(
 ) -> dict[str, str]:
     """The job's environment: this machine's, the platform's credentials and endpoints, the
     job's own Environment map, the base dir, and whatever the platform sets (`platform`)."""
+    return {**os.environ, **job_vars(base, runtime_env, environment, **platform)}
+
+
+def job_vars(
+    base: Path,
+    runtime_env: Mapping[str, str],
+    environment: Mapping[str, str],
+    **platform: str,
+) -> dict[str, str]:
+    """What a job gets beyond the machine's own environment (a container gets only this)."""
     return {
-        **os.environ,
         **runtime_env,
         **environment,
         contract.BASE_DIR_ENV: str(base),
@@ -82,10 +91,67 @@ def check_runtime(runtime: str) -> None:
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}", f"use one of {', '.join(RUNTIMES)}")
     if runtime == "docker":
-        raise ConfigError(
-            "the docker runtime needs the container images, which are not built yet",
-            "use --runtime process",
-        )
+        from local.images.docker import require_engine
+
+        require_engine()
+
+
+# Set inside a container by the image or the runtime, never copied from this machine.
+_HOST_ONLY = frozenset({contract.BASE_DIR_ENV, "PYTHONUNBUFFERED"})
+
+
+def job_command(
+    runtime: str,
+    *,
+    image: str,
+    module: str,
+    args: list[str],
+    base: Path,
+    job_vars: Mapping[str, str],
+    name: str,
+    entrypoint: list[str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that start a job under `runtime`.
+
+    `process`: the job's module in this Python, `/opt/ml` at `base` (SAGEMAKER_BASE_DIR).
+    `docker`: the job's image with `base` bind-mounted as `/opt/ml`, exactly the job's
+    variables (passed by name, so no value shows in `ps`), the host network (the local stack
+    is on 127.0.0.1), every GPU when there is one, and the image's identity so the job can
+    record which image ran it.
+    """
+    if runtime == "process":
+        command = entrypoint or [sys.executable, "-m", module]
+        return [*command, *args], {**os.environ, **job_vars}
+    from local.images.docker import gpus_available, inspect_image
+
+    info = inspect_image(image)
+    container_vars = {k: v for k, v in job_vars.items() if k not in _HOST_ONLY}
+    container_vars |= {
+        "PYTHONUNBUFFERED": "1",
+        "LINEAGE_IMAGE_URI": image,
+        "LINEAGE_IMAGE_DIGEST": info.digest,
+    }
+    argv = [
+        "docker",
+        "run",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--volume",
+        f"{base}:{contract.DEFAULT_BASE_DIR}",
+    ]
+    if os.getuid() != 0:  # files in the bind mount stay the caller's
+        argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--env", "HOME=/tmp"]
+    if gpus_available():
+        argv += ["--gpus", "all"]
+    for key in sorted(container_vars):
+        argv += ["--env", key]
+    if entrypoint:  # Docker semantics of ContainerEntrypoint: the rest go before the args
+        argv += ["--entrypoint", entrypoint[0]]
+        args = [*entrypoint[1:], *args]
+    return [*argv, image, *args], {**os.environ, **container_vars}
 
 
 def launch(argv: list[str], env: Mapping[str, str], log_file: Path, stream: bool) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +14,8 @@ from local.runner.launch import (
     JobOutcome,
     check_runtime,
     fresh_base_dir,
-    job_env,
+    job_command,
+    job_vars,
     launch,
     read_reason,
     stage_input,
@@ -59,8 +59,16 @@ def run_processing(
     spec.validate()
     base = prepare_base_dir(spec, jobs_root)
     log_file = base.parent.parent / "job.log"
-    env = job_env(base, runtime_env, spec.environment)
-    argv = [*(spec.entrypoint or [sys.executable, "-m", "processing"]), *spec.arguments]
+    argv, env = job_command(
+        runtime,
+        image=spec.image_uri,
+        module="processing",
+        args=spec.arguments,
+        base=base,
+        job_vars=job_vars(base, runtime_env, spec.environment),
+        name=spec.name,
+        entrypoint=spec.entrypoint,
+    )
     started = time.monotonic()
     exit_code = launch(argv, env, log_file, stream)
     message = read_reason(contract.ProcessingPaths(base).message_file, exit_code, log_file)

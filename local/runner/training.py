@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tarfile
 import time
 from collections.abc import Mapping
@@ -17,7 +16,8 @@ from local.runner.launch import (
     JobOutcome,
     check_runtime,
     fresh_base_dir,
-    job_env,
+    job_command,
+    job_vars,
     launch,
     read_reason,
     stage_input,
@@ -60,15 +60,23 @@ def run_training(
     base = prepare_base_dir(spec, jobs_root)
     job_dir = base.parent.parent
     log_file = job_dir / "job.log"
-    env = job_env(
-        base,
-        runtime_env,
-        spec.environment,
-        TRAINING_JOB_NAME=spec.name,
-        TRAINING_JOB_ARN=spec.arn,
+    argv, env = job_command(
+        runtime,
+        image=spec.image_uri,
+        module="training",
+        args=["train"],
+        base=base,
+        job_vars=job_vars(
+            base,
+            runtime_env,
+            spec.environment,
+            TRAINING_JOB_NAME=spec.name,
+            TRAINING_JOB_ARN=spec.arn,
+        ),
+        name=spec.name,
     )
     started = time.monotonic()
-    exit_code = launch([sys.executable, "-m", "training", "train"], env, log_file, stream)
+    exit_code = launch(argv, env, log_file, stream)
     paths = contract.TrainingPaths(base)
     reason = read_reason(paths.failure_file, exit_code, log_file)
     status = "Completed" if exit_code == 0 else "Failed"

@@ -6,7 +6,7 @@ patients with one to three scans each (``PAT-00001``, ``PAT-00001-SCAN-0001``), 
 matching registry CSV (``patient_id,scan_id,file_path,label,consent_status``).
 
 Learnable but not trivial: every scan has a thorax, two lungs with ribs, mediastinum, soft
-texture and noise; tuberculosis adds a few faint nodules, cavities or a patchy opacity in the
+texture and noise; tuberculosis adds three to six nodules, cavities or patchy opacities in the
 upper lobes, while a third of normal scans carry a small calcified granuloma (a confounder).
 Scans of one patient share anatomy and lesions, so splitting by scan instead of by patient
 would leak: the record pattern splits by patient.
@@ -132,19 +132,19 @@ def render(seed: int, patient: int, scan: int, label: str, size: int = IMAGE_SIZ
 
     if label == "tuberculosis":
         lesions = _rng(seed, "lesions", patient)
-        for _ in range(int(lesions.integers(2, 5))):
+        for _ in range(int(lesions.integers(3, 7))):
             side = lesions.choice([-1, 1])
             cx = 0.5 + side * lesions.uniform(0.1, 0.26) + shot.normal(0, 0.006)
             cy = lesions.uniform(0.22, 0.45) + shot.normal(0, 0.006)
             kind = lesions.random()
             if kind < 0.5:  # nodule
-                image += blob(cx, cy, lesions.uniform(0.015, 0.035), lesions.uniform(0.1, 0.22))
+                image += blob(cx, cy, lesions.uniform(0.02, 0.04), lesions.uniform(0.18, 0.32))
             elif kind < 0.8:  # cavity: bright wall, dark centre
                 radius = lesions.uniform(0.025, 0.04)
-                image += blob(cx, cy, radius, 0.2) - blob(cx, cy, radius * 0.5, 0.16)
+                image += blob(cx, cy, radius, 0.3) - blob(cx, cy, radius * 0.5, 0.22)
             else:  # patchy consolidation
                 patch = _smooth_field(lesions, size, 6) > 0.2
-                image += patch * blob(cx, cy, 0.07, 0.14)
+                image += patch * blob(cx, cy, 0.08, 0.22)
     elif anatomy.random() < 0.33:  # a calcified granuloma: small, bright, anywhere in a lung
         cx = 0.5 + anatomy.choice([-1, 1]) * anatomy.uniform(0.1, 0.26)
         image += blob(cx, anatomy.uniform(0.3, 0.7), 0.008, 0.22) * lungs

@@ -1,49 +1,18 @@
-"""One real local stack per test session: starting MLflow alone takes ~30 s on 2 cores."""
+"""Fixtures of the integration tier (the session's stack itself is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lineage.config import Settings
-from local.stack import LocalStack
-from tests.conftest import run_cli, stack_env
+from tests.conftest import RunningStack, run_cli
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class RunningStack:
-    env: dict[str, str]
-    settings: Settings
-    stack: LocalStack
-
-
-@pytest.fixture(scope="session")
-def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    home = tmp_path_factory.mktemp("stack") / "lineage-home"
-    env = stack_env(home)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    settings = Settings.from_env()
-    stack = LocalStack(settings)
-    try:
-        stack.up()
-        yield RunningStack(env=env, settings=settings, stack=stack)
-    finally:
-        stack.down()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture

@@ -22,8 +22,7 @@ from lineage.hashing import bytes_sha256, file_md5
 from lineage.ops.process import ProcessOptions, build_spec
 from lineage.storage import s3_client
 from local.runner import run_processing
-from tests.conftest import REPO_ROOT, run_cli
-from tests.integration.conftest import RunningStack
+from tests.conftest import REPO_ROOT, RunningStack, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -30,8 +30,7 @@ from lineage.gitops import dvc_out_md5
 from lineage.hashing import bytes_sha256, file_md5
 from lineage.ops.deploy import materialize
 from lineage.storage import s3_client
-from tests.conftest import free_port_block, run_cli
-from tests.integration.conftest import RunningStack
+from tests.conftest import RunningStack, free_port_block, run_cli
 from tests.integration.test_processing import checkout_with_plain_dvc, ok, remote_refs
 
 pytestmark = pytest.mark.integration

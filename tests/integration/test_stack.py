@@ -15,8 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from lineage.storage import s3_client
 from local.stack import process
-from tests.conftest import port_is_free, run_cli
-from tests.integration.conftest import RunningStack
+from tests.conftest import RunningStack, port_is_free, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,127 @@
+"""AWS access for the launcher: one boto3 session, and the checks that turn a wrong role,
+bucket or image into an error that says what to do.
+
+boto3 rather than the SageMaker Python SDK: our job descriptions (`lineage.jobspec`) already
+are the exact CreateProcessingJob / CreateTrainingJob requests, so the SDK's estimator layer
+would only re-derive them (and pull in a large dependency tree). The endpoints come from the
+standard chain (``AWS_ENDPOINT_URL`` included, which is how the tests point at moto).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+from lineage.errors import ConfigError, LineageError
+
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+ECR_IMAGE = re.compile(
+    r"^(?P<registry>\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?)/(?P<repository>[^:@]+)"
+    r"(?::(?P<tag>[\w.-]+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+
+class AwsError(LineageError):
+    """An AWS call failed; the message names the call and the next step."""
+
+
+def session(region: str | None) -> boto3.session.Session:
+    return boto3.session.Session(region_name=region)
+
+
+def client(aws: boto3.session.Session, service: str) -> Any:
+    """A client with standard retries (typed loosely: the service name is a run-time value)."""
+    factory: Any = aws.client
+    return factory(service, config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def call(what: str, hint: str, function: Any, **kwargs: Any) -> Any:
+    """One AWS call; a failure becomes an `AwsError` naming the call and the next step."""
+    try:
+        return function(**kwargs)
+    except ClientError as exc:
+        message = exc.response.get("Error", {}).get("Message", "")
+        raise AwsError(f"{what} failed: {error_code(exc)} {message}".strip(), hint) from None
+    except ParamValidationError as exc:
+        raise AwsError(
+            f"{what} was refused before sending: {exc}",
+            "the request is malformed: please report this as a bug",
+        ) from None
+    except BotoCoreError as exc:
+        raise AwsError(
+            f"{what} failed: {exc}", "check AWS credentials, region and network"
+        ) from None
+
+
+def check_role(role: str | None) -> str:
+    if not role:
+        raise ConfigError(
+            "no execution role", "pass --role arn:aws:iam::<account>:role/<SageMaker role>"
+        )
+    if not ROLE_ARN.match(role):
+        raise ConfigError(
+            f"--role {role!r} is not an IAM role ARN", "use arn:aws:iam::<account>:role/<name>"
+        )
+    return role
+
+
+def check_bucket(s3: Any, bucket: str | None) -> str:
+    if not bucket:
+        raise ConfigError("no bucket", "pass --bucket with an S3 bucket the role can write")
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise ConfigError(
+                f"bucket {bucket} does not exist", f"create it (aws s3 mb s3://{bucket})"
+            ) from None
+        raise AwsError(
+            f"cannot use bucket {bucket}: {code}",
+            "check that your credentials (and the role) may read and write it",
+        ) from None
+    return bucket
+
+
+def check_image(ecr_for: Any, image: str) -> str:
+    """The image must be in ECR (SageMaker pulls from there); returns its digest."""
+    match = ECR_IMAGE.match(image)
+    if match is None:
+        raise ConfigError(
+            f"{image} is not an ECR image URI",
+            "push the images with `make push REGISTRY=<acct>.dkr.ecr.<region>.amazonaws.com` "
+            "and pass --image-registry with that registry",
+        )
+    region = match["registry"].split(".")[3]
+    ecr = ecr_for(region)
+    image_id = (
+        {"imageDigest": match["digest"]}
+        if match["digest"]
+        else {"imageTag": match["tag"] or "latest"}
+    )
+    try:
+        found = ecr.describe_images(
+            registryId=match["registry"].split(".")[0],
+            repositoryName=match["repository"],
+            imageIds=[image_id],
+        )
+    except ClientError as exc:
+        if error_code(exc) in ("ImageNotFoundException", "RepositoryNotFoundException"):
+            raise ConfigError(
+                f"image {image} is not in ECR",
+                "build and push it: make images REGISTRY=... TAG=... && make push REGISTRY=... "
+                "TAG=...",
+            ) from None
+        raise AwsError(
+            f"cannot check {image} in ECR: {error_code(exc)}", "check ecr:DescribeImages permission"
+        ) from None
+    details = found.get("imageDetails") or []
+    return str(details[0].get("imageDigest", "")) if details else ""

@@ -1,0 +1,226 @@
+"""The three images, as SageMaker starts them: the same jobs and lineage as the process
+runtime, clean failures, a server that answers and stops on SIGTERM, and images that carry
+their identity and nothing that should not be in them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lineage.ops.train import TrainOptions, build_spec
+from local.runner import run_training
+from tests.conftest import RunningStack, free_port_block, run_cli
+from tests.integration.test_inference import digit_images
+from tests.integration.test_processing import ok
+
+pytestmark = [pytest.mark.container, pytest.mark.integration]
+
+IMAGE_FIELDS = {"image_uri", "image_digest", "image_revision"}
+
+
+def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def inspect(image: str) -> dict[str, Any]:
+    result = docker("image", "inspect", image)
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)[0]
+    return data
+
+
+@pytest.fixture(scope="module")
+def docker_env(running_stack: RunningStack, images: dict[str, str]) -> dict[str, str]:
+    return {**running_stack.env, "LINEAGE_IMAGE_TAG": "test"}
+
+
+def test_images_carry_labels_users_and_entrypoints(images: dict[str, str]) -> None:
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    expected = {
+        "processing": (["python", "-m", "processing"], ""),
+        "training": (["python", "-m", "training"], ""),
+        "inference": (["python", "-m", "inference"], "lineage"),
+    }
+    for name, image in images.items():
+        config = inspect(image)["Config"]
+        labels = config["Labels"]
+        assert labels["org.opencontainers.image.revision"] == head
+        assert labels["org.opencontainers.image.version"]
+        assert config["Entrypoint"] == expected[name][0]
+        assert config["User"] == expected[name][1]
+        assert not any(key.startswith("AWS_") for key in (config.get("Env") or []))
+    assert (
+        inspect(images["inference"])["Config"]["Labels"][
+            "com.amazonaws.sagemaker.capabilities.accept-bind-to-port"
+        ]
+        == "true"
+    )
+
+
+def test_images_hold_no_state_tests_credentials_or_opt_ml(images: dict[str, str]) -> None:
+    probe = (
+        "set -e; test ! -e /opt/ml; "
+        "find / -xdev \\( -name .lineage -o -name .aws -o -name .git-credentials -o -name "
+        ".netrc -o -name .dvc -o -name wheelhouse \\) -print; "
+        'python -c \'import importlib.util as u; print("tests" if u.find_spec("tests") '
+        'else "")\''
+    )
+    result = docker("run", "--rm", "--entrypoint", "sh", images["training"], "-c", probe)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_pipeline_in_the_images_records_the_same_lineage(
+    running_stack: RunningStack, docker_env: dict[str, str]
+) -> None:
+    runs = {}
+    for runtime in ("process", "docker"):
+        repo = f"{runtime}-{uuid.uuid4().hex[:6]}"
+        runs[runtime] = ok(
+            run_cli(
+                "pipeline",
+                "--runtime",
+                runtime,
+                "--version",
+                "v1.0",
+                "--fraction",
+                "0.1",
+                "--epochs",
+                "1",
+                "--repo",
+                repo,
+                "--model-name",
+                f"digits-{repo}",
+                "--json",
+                env=docker_env,
+                timeout=1200,
+            )
+        )
+    process, container = runs["process"], runs["docker"]
+    for key in ("dataset_md5", "manifest_sha256", "counts"):
+        assert process["processing"][key] == container["processing"][key], key
+    client = MlflowClient(running_stack.settings.mlflow_uri)
+    params = {rt: client.get_run(r["training"]["run_id"]).data.params for rt, r in runs.items()}
+    differ = {
+        k
+        for k in params["process"].keys() | params["docker"].keys()
+        if params["process"].get(k) != params["docker"].get(k)
+    }
+    # what must differ: the repository (and so tag, commit), and the image the job ran in
+    assert differ - IMAGE_FIELDS <= {"dvc_repo_url", "dvc_tag", "data_git_commit_id"}
+    assert params["docker"].keys() >= IMAGE_FIELDS and not IMAGE_FIELDS & params["process"].keys()
+    assert params["docker"]["image_uri"] == "model-lineage/training:test"
+    assert params["docker"]["image_digest"].startswith("sha256:")
+    # the same deterministic training on the same CPU, in or out of the image
+    assert container["training"]["metrics"]["test_accuracy"] == pytest.approx(
+        process["training"]["metrics"]["test_accuracy"]
+    )
+
+
+def test_training_image_fails_cleanly_on_a_bad_hyperparameter(
+    running_stack: RunningStack, docker_env: dict[str, str], tmp_path: Path
+) -> None:
+    settings = running_stack.settings
+    spec = build_spec(
+        settings.__class__.from_env(docker_env),
+        TrainOptions(tag="v0-none", model_name=f"bad-{uuid.uuid4().hex[:6]}"),
+        settings.repo_url("datasets"),
+    )
+    spec.hyperparameters["epochs"] = "abc"
+    outcome = run_training(
+        spec,
+        jobs_root=tmp_path / "jobs",
+        runtime_env=settings.client_env(),
+        runtime="docker",
+        stream=False,
+    )
+    assert outcome.status == "Failed" and outcome.exit_code != 0
+    assert "epochs='abc' is not an integer" in outcome.message
+    assert "epochs='abc'" in (outcome.base_dir / "output" / "failure").read_text()
+
+
+@pytest.fixture(scope="module")
+def trained(running_stack: RunningStack, docker_env: dict[str, str]) -> dict[str, Any]:
+    repo = f"serve-{uuid.uuid4().hex[:6]}"
+    return ok(
+        run_cli(
+            "pipeline",
+            "--version",
+            "v1.0",
+            "--fraction",
+            "0.1",
+            "--epochs",
+            "1",
+            "--repo",
+            repo,
+            "--model-name",
+            f"digits-{repo}",
+            "--json",
+            env=docker_env,
+            timeout=900,
+        )
+    )["training"]
+
+
+def test_inference_image_serves_like_the_process_and_stops_on_sigterm(
+    docker_env: dict[str, str], trained: dict[str, Any], tmp_path: Path
+) -> None:
+    ref = f"{trained['model_name']}/{trained['model_version']}"
+    ports = {runtime: free_port_block(1) for runtime in ("process", "docker")}
+    answers = {}
+    files = [str(p) for p in digit_images(tmp_path, 4)]
+    try:
+        for runtime, port in ports.items():
+            deployed = ok(
+                run_cli(
+                    "deploy",
+                    "--model",
+                    ref,
+                    "--port",
+                    str(port),
+                    "--runtime",
+                    runtime,
+                    "--json",
+                    env=docker_env,
+                    timeout=300,
+                )
+            )
+            assert httpx.get(f"{deployed['endpoint']}/ping", timeout=5).status_code == 200
+            answers[runtime] = ok(
+                run_cli(
+                    "invoke", "--endpoint", deployed["endpoint"], *files, "--json", env=docker_env
+                )
+            )
+        for served_by_process, served_by_image in zip(
+            answers["process"], answers["docker"], strict=True
+        ):
+            assert served_by_image["label"] == served_by_process["label"]
+            assert served_by_image["probabilities"] == pytest.approx(
+                served_by_process["probabilities"], abs=1e-5
+            )
+            assert served_by_image["lineage"] == served_by_process["lineage"]
+        traced = run_cli(
+            "trace", "--endpoint", f"http://127.0.0.1:{ports['docker']}", "--json", env=docker_env
+        )
+        assert traced.returncode == 0 and json.loads(traced.stdout)["ok"]
+
+        name = f"lineage-endpoint-{ports['docker']}"
+        started = time.monotonic()
+        assert docker("kill", "--signal", "TERM", name).returncode == 0
+        waited = docker("wait", name, timeout=60)
+        assert waited.returncode == 0 and time.monotonic() - started < 30
+    finally:
+        for port in ports.values():
+            run_cli("deploy", "--stop", "--port", str(port), env=docker_env)
