@@ -10,14 +10,17 @@ writer waits instead of failing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from lineage.errors import ConfigError
+from lineage.errors import ConfigError, LineageError
 from lineage.redact import redact_url
+
+if TYPE_CHECKING:
+    from lineage.config import Settings
 
 SQLITE_BUSY_TIMEOUT_S = 60
 
@@ -78,3 +81,39 @@ def _serialise_sqlite(engine: Engine) -> None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+class SqlStore:
+    """A store in one SQLAlchemy database: opened from a URL or the settings, its tables
+    created on first use, and every database failure reported with the setting to fix."""
+
+    env_var: ClassVar[str]
+    what: ClassVar[str]  # e.g. "consent registry"
+    hint: ClassVar[str]  # what to do when it cannot be used
+    metadata: ClassVar[MetaData]
+    error: ClassVar[type[LineageError]] = LineageError
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.shown_url = redact_url(url)
+        self.engine: Engine = open_engine(url, self.env_var, self.what)
+        try:
+            self.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise self.unusable(exc) from None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        url, is_default = cls.settings_url(settings)
+        if is_default:  # the default SQLite file lives in LINEAGE_HOME
+            settings.home.mkdir(parents=True, exist_ok=True)
+        return cls(url)
+
+    @classmethod
+    def settings_url(cls, settings: Settings) -> tuple[str, bool]:
+        """(the URL, whether it is the default under LINEAGE_HOME)."""
+        raise NotImplementedError
+
+    def unusable(self, exc: Exception) -> LineageError:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        return self.error(f"cannot use the {self.what} at {self.shown_url}: {detail}", self.hint)

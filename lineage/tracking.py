@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,13 +31,19 @@ def quiet_arn_plugin(uri: str) -> None:
         logging.getLogger("mlflow.tracking.request_header.registry").setLevel(logging.ERROR)
 
 
+@functools.cache
+def _http() -> httpx.Client:
+    """One client per process: building one loads the CA bundle (~40 ms), per call."""
+    return httpx.Client()
+
+
 def check_reachable(uri: str, timeout: float = 10.0) -> None:
     """Fail early (before anything is published) when an HTTP tracking server is down."""
     quiet_arn_plugin(uri)
     if not uri.startswith(("http://", "https://")):
         return  # file stores, databricks, SageMaker ARNs: the client checks those itself
     try:
-        response = httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+        response = _http().get(uri.rstrip("/") + "/health", timeout=timeout)
     except httpx.HTTPError as exc:
         raise TrackingError(
             f"MLflow tracking server {redact_url(uri)} is unreachable ({exc.__class__.__name__})",

@@ -16,6 +16,7 @@ step (deleting those objects from the DVC remote, and re-publishing) would execu
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,23 @@ from lineage.registry import mlflow_client
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+
+def all_aliases(client: MlflowClient) -> dict[str, dict[str, list[str]]]:
+    """name -> version -> aliases, live from the registry (aliases move more often than any
+    cache is rebuilt), every registered model in one paginated call."""
+    found: dict[str, dict[str, list[str]]] = {}
+    token = None
+    while True:
+        page = client.search_registered_models(max_results=1000, page_token=token)
+        for registered in page:
+            by_version: dict[str, list[str]] = defaultdict(list)
+            for alias, version in (registered.aliases or {}).items():
+                by_version[str(version)].append(alias)
+            found[registered.name] = by_version
+        token = page.token
+        if not token:
+            return found
 
 
 def trained_at(model: ModelData) -> str:
@@ -75,20 +93,17 @@ class Context:
         from lineage.index.store import LineageIndex
 
         client = mlflow_client(settings.mlflow_uri)
-        source: LineageSource = (
-            ScanSource(client) if scan else LineageIndex.from_settings(settings).source(client)
-        )
-        return cls(settings, client, source, ConsentStore.from_settings(settings))
+        with ThreadPoolExecutor(max_workers=1) as pool:  # two registry round trips at once
+            aliases = pool.submit(all_aliases, client)
+            source: LineageSource = (
+                ScanSource(client) if scan else LineageIndex.from_settings(settings).source(client)
+            )
+            context = cls(settings, client, source, ConsentStore.from_settings(settings))
+            context._aliases = aliases.result()
+        return context
 
     def aliases(self, model: ModelData) -> list[str]:
-        """Live from the registry: aliases move more often than any cache is rebuilt."""
-        if model.name not in self._aliases:
-            registered = self.client.get_registered_model(model.name)
-            by_version: dict[str, list[str]] = defaultdict(list)
-            for alias, version in (registered.aliases or {}).items():
-                by_version[str(version)].append(alias)
-            self._aliases[model.name] = by_version
-        return sorted(self._aliases[model.name].get(model.version, []))
+        return sorted(self._aliases.get(model.name, {}).get(model.version, []))
 
     def endpoints(self, model: ModelData) -> list[str]:
         if self._endpoints is None:

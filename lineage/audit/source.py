@@ -102,8 +102,8 @@ def model_data(name: str, version: str, run: RunRecord) -> ModelData:
         ) from None
 
 
-def read_manifest(client: MlflowClient, model: ModelData, tmp: Path) -> list[ManifestRow]:
-    """The run's manifest artifact, checked against the sha256 the run recorded."""
+def download_manifest(client: MlflowClient, model: ModelData, tmp: Path) -> Path:
+    """The run's manifest artifact on disk, checked against the sha256 the run recorded."""
     try:
         path = Path(
             download_artifact(client, model.run_id, manifest.MANIFEST_NAME, str(tmp / model.run_id))
@@ -121,7 +121,11 @@ def read_manifest(client: MlflowClient, model: ModelData, tmp: Path) -> list[Man
             f"{model.manifest_sha256}",
             "the artifact was changed after training; restore it before auditing",
         )
-    return manifest.read(path)
+    return path
+
+
+def read_manifest(client: MlflowClient, model: ModelData, tmp: Path) -> list[ManifestRow]:
+    return manifest.read(download_manifest(client, model, tmp))
 
 
 class ScanSource:
@@ -132,7 +136,8 @@ class ScanSource:
     def __init__(self, client: MlflowClient) -> None:
         self.client = client
         self._models: list[ModelData] | None = None
-        self._manifests: dict[str, list[ManifestRow]] = {}
+        self._manifests: dict[str, list[ManifestRow]] = {}  # by manifest sha256
+        self._checked: set[str] = set()  # runs whose own artifact was downloaded and verified
 
     def models(self) -> list[ModelData]:
         if self._models is None:
@@ -148,10 +153,15 @@ class ScanSource:
         return self._models
 
     def _records(self, model: ModelData) -> list[ManifestRow]:
-        if model.run_id not in self._manifests:
+        """Every version's own artifact is downloaded and checked (any one may be missing or
+        changed); identical manifests are parsed once, so memory follows distinct datasets."""
+        if model.run_id not in self._checked:
             with tempfile.TemporaryDirectory(prefix="lineage-scan-") as tmp:
-                self._manifests[model.run_id] = read_manifest(self.client, model, Path(tmp))
-        return self._manifests[model.run_id]
+                path = download_manifest(self.client, model, Path(tmp))
+                if model.manifest_sha256 not in self._manifests:
+                    self._manifests[model.manifest_sha256] = manifest.read(path)
+            self._checked.add(model.run_id)
+        return self._manifests[model.manifest_sha256]
 
     def records_of_patient(self, patient_id: str) -> dict[str, list[ManifestRow]]:
         out = {}

@@ -34,15 +34,12 @@ Scan = Annotated[
 
 def _hits_table(hits: list[ModelHit], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in (
-        "model",
-        "aliases / endpoints",
-        "trained (UTC)",
-        "splits",
-        "scans",
-        "consent then",
-    ):
-        table.add_column(column)
+    table.add_column("model", no_wrap=True, min_width=max((len(h.model) for h in hits), default=5))
+    table.add_column("aliases / endpoints", overflow="fold")
+    table.add_column("trained (UTC)", no_wrap=True)
+    table.add_column("splits")
+    table.add_column("scans", overflow="fold")
+    table.add_column("consent then", no_wrap=True)
     for h in hits:
         scans = [s["scan_id"] for s in h.scans]
         table.add_row(

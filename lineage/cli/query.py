@@ -62,15 +62,17 @@ def print_trace(result: Trace) -> None:
     steps.append(f"run {run.run_id} ({started})")
     steps.append(f"tag {data.tag}")
     steps.append(f"commit {data.commit}")
-    console.print("\n  -> ".join(steps))
+    console.print("\n  -> ".join(steps), soft_wrap=True)
     console.print(
         f"  -> dataset md5 {data.dataset_md5} ({data.nfiles} files, "
-        f"{_megabytes(data.size_bytes)} in {data.listing_url})"
+        f"{_megabytes(data.size_bytes)} in {data.listing_url})",
+        soft_wrap=True,
     )
     counts = ", ".join(f"{split} {n}" for split, n in data.records.items())
     console.print(
         f"  -> manifest sha256 {data.manifest_sha256}\n     {counts} records, "
-        f"{data.labels} labels, data version {data.data_version}, repository {data.repo_url}"
+        f"{data.labels} labels, data version {data.data_version}, repository {data.repo_url}",
+        soft_wrap=True,
     )
     if run.metrics:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in run.metrics.items() if k != "best_epoch")

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import (
     Column,
     Connection,
-    Engine,
     Integer,
     MetaData,
     String,
@@ -27,7 +26,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from lineage.config import Settings
 from lineage.consent.events import (
@@ -39,8 +38,7 @@ from lineage.consent.events import (
 )
 from lineage.consent.registry_csv import RegistryRow
 from lineage.consent.snapshot import Snapshot
-from lineage.redact import redact_url
-from lineage.sqlstore import is_sqlite, open_engine
+from lineage.sqlstore import SqlStore, is_sqlite
 
 ENV_VAR = "LINEAGE_CONSENT_DB"
 MAX_APPEND_ATTEMPTS = 50
@@ -119,28 +117,16 @@ def _event(row: Any) -> ConsentEvent:
     )
 
 
-class ConsentStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.shown_url = redact_url(url)
-        self.engine: Engine = open_engine(url, ENV_VAR, "consent registry")
-        try:
-            metadata.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise self._unusable(exc) from None
+class ConsentStore(SqlStore):
+    env_var = ENV_VAR
+    what = "consent registry"
+    hint = f"check {ENV_VAR} (a writable SQLite path or a reachable database)"
+    metadata = metadata
+    error = ConsentError
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ConsentStore:
-        if settings.consent_db_override is None:
-            settings.home.mkdir(parents=True, exist_ok=True)
-        return cls(settings.consent_db)
-
-    def _unusable(self, exc: Exception) -> ConsentError:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
-        return ConsentError(
-            f"cannot open the consent registry at {self.shown_url}: {detail}",
-            f"check {ENV_VAR} (a writable SQLite path or a reachable database)",
-        )
+    def settings_url(cls, settings: Settings) -> tuple[str, bool]:
+        return settings.consent_db, settings.consent_db_override is None
 
     # -- reading -------------------------------------------------------------------------------
     def _begin_read(self, connection: Connection) -> None:
@@ -164,7 +150,7 @@ class ConsentStore:
                 self._begin_read(connection)
                 return action(connection)
         except OperationalError as exc:
-            raise self._unusable(exc) from None
+            raise self.unusable(exc) from None
 
     def status(self, patient_id: str) -> PatientStatus:
         def read(connection: Connection) -> PatientStatus:
@@ -261,7 +247,7 @@ class ConsentStore:
                     ) from None
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
             except OperationalError as exc:
-                raise self._unusable(exc) from None
+                raise self.unusable(exc) from None
         raise AssertionError("unreachable")
 
     def record(self, patient_id: str, action: str, *, actor: str, reason: str) -> ConsentEvent:

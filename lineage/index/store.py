@@ -33,7 +33,6 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.exc import SQLAlchemyError
 
 from lineage.audit.source import (
     AuditError,
@@ -45,9 +44,8 @@ from lineage.audit.source import (
 from lineage.config import Settings
 from lineage.errors import LineageError
 from lineage.manifest import ManifestRow
-from lineage.redact import redact_url
 from lineage.registry import get_run
-from lineage.sqlstore import open_engine
+from lineage.sqlstore import SqlStore
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -128,28 +126,15 @@ class IndexSummary:
         return dict(self.__dict__)
 
 
-class LineageIndex:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.shown_url = redact_url(url)
-        self.engine = open_engine(url, ENV_VAR, "lineage index")
-        try:
-            metadata.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise self._unusable(exc) from None
+class LineageIndex(SqlStore):
+    env_var = ENV_VAR
+    what = "lineage index"
+    hint = f"check {ENV_VAR}; the index can be rebuilt any time with `lineage index rebuild`"
+    metadata = metadata
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LineageIndex:
-        if settings.index_db_override is None:
-            settings.home.mkdir(parents=True, exist_ok=True)
-        return cls(settings.index_db)
-
-    def _unusable(self, exc: Exception) -> LineageError:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
-        return LineageError(
-            f"cannot use the lineage index at {self.shown_url}: {detail}",
-            f"check {ENV_VAR}; the index can be rebuilt any time with `lineage index rebuild`",
-        )
+    def settings_url(cls, settings: Settings) -> tuple[str, bool]:
+        return settings.index_db, settings.index_db_override is None
 
     # -- filling -------------------------------------------------------------------------------
     def add(self, client: MlflowClient, name: str, version: str, run_id: str) -> None:

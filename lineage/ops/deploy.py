@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -205,28 +205,23 @@ def deploy(
     deadline = time.monotonic() + PING_TIMEOUT_S
     while True:
         if not server.alive():
-            details = server.logs()
-            server.kill()
-            raise LineageError(
-                "the inference server exited during start-up",
-                f"see {server.handle['log']}",
-                details=details,
-            )
+            _give_up(server, "the inference server exited during start-up")
         try:
             if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            details = server.logs()
-            server.kill()
-            raise LineageError(
-                "the inference server did not answer /ping in time",
-                f"see {server.handle['log']}",
-                details=details,
-            )
+            _give_up(server, "the inference server did not answer /ping in time")
         time.sleep(0.2)
     return {"endpoint": url, "runtime": runtime, **server.handle, **info}
+
+
+def _give_up(server: _Server, reason: str) -> NoReturn:
+    """Stop a server that failed to start; the error carries what it said."""
+    details = server.logs()
+    server.kill()
+    raise LineageError(reason, f"see {server.handle['log']}", details=details)
 
 
 def _ports(settings: Settings, port: int | None) -> list[int]:

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from lineage.ops.train import TrainOptions, build_spec
 from local.runner import run_training
 from tests.conftest import RunningStack, free_port_block, run_cli
+from tests.integration.conftest import run_pipeline
 from tests.integration.test_inference import digit_images
 from tests.integration.test_processing import ok
 
@@ -88,25 +89,8 @@ def test_pipeline_in_the_images_records_the_same_lineage(
     runs = {}
     for runtime in ("process", "docker"):
         repo = f"{runtime}-{uuid.uuid4().hex[:6]}"
-        runs[runtime] = ok(
-            run_cli(
-                "pipeline",
-                "--runtime",
-                runtime,
-                "--version",
-                "v1.0",
-                "--fraction",
-                "0.1",
-                "--epochs",
-                "1",
-                "--repo",
-                repo,
-                "--model-name",
-                f"digits-{repo}",
-                "--json",
-                env=docker_env,
-                timeout=1200,
-            )
+        runs[runtime] = run_pipeline(
+            running_stack, repo, f"digits-{repo}", epochs=1, runtime=runtime, env=docker_env
         )
     process, container = runs["process"], runs["docker"]
     for key in ("dataset_md5", "manifest_sha256", "counts"):
@@ -154,24 +138,8 @@ def test_training_image_fails_cleanly_on_a_bad_hyperparameter(
 @pytest.fixture(scope="module")
 def trained(running_stack: RunningStack, docker_env: dict[str, str]) -> dict[str, Any]:
     repo = f"serve-{uuid.uuid4().hex[:6]}"
-    return ok(
-        run_cli(
-            "pipeline",
-            "--version",
-            "v1.0",
-            "--fraction",
-            "0.1",
-            "--epochs",
-            "1",
-            "--repo",
-            repo,
-            "--model-name",
-            f"digits-{repo}",
-            "--json",
-            env=docker_env,
-            timeout=900,
-        )
-    )["training"]
+    result = run_pipeline(running_stack, repo, f"digits-{repo}", epochs=1, env=docker_env)
+    return dict(result["training"])
 
 
 def test_inference_image_serves_like_the_process_and_stops_on_sigterm(

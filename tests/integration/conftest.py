@@ -29,11 +29,20 @@ def git_identity(tmp_path: Path) -> dict[str, str]:
 
 
 def run_pipeline(
-    stack: RunningStack, repo: str, model_name: str, *, epochs: int, fraction: float = 0.1
+    stack: RunningStack,
+    repo: str,
+    model_name: str,
+    *,
+    epochs: int,
+    fraction: float = 0.1,
+    runtime: str = "process",
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`lineage pipeline --json` on digits into its own repo and model name; the result."""
     out = run_cli(
         "pipeline",
+        "--runtime",
+        runtime,
         "--version",
         "v1.0",
         "--fraction",
@@ -45,8 +54,8 @@ def run_pipeline(
         "--model-name",
         model_name,
         "--json",
-        env=stack.env,
-        timeout=900,
+        env=env or stack.env,
+        timeout=1200,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result: dict[str, Any] = json.loads(out.stdout)

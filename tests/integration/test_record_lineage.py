@@ -342,36 +342,27 @@ def test_a_record_process_without_a_registry_or_patients_is_refused(
     running_stack: RunningStack, scenario: Scenario, tmp_path: Path
 ) -> None:
     env = {**running_stack.env, "LINEAGE_CONSENT_DB": f"sqlite:///{tmp_path / 'empty.db'}"}
-    out = run_cli(
-        "process",
-        "--pattern",
-        "record",
-        "--source",
-        "synthetic-cxr",
-        "--version",
-        "v1.0",
-        "--fraction",
-        "0.1",
-        "--repo",
-        f"norec-{uuid.uuid4().hex[:6]}",
-        env=env,
-    )
+
+    def process(source: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return run_cli(
+            "process",
+            "--pattern",
+            "record",
+            "--source",
+            source,
+            "--version",
+            "v1.0",
+            "--fraction",
+            "0.1",
+            "--repo",
+            f"norec-{uuid.uuid4().hex[:6]}",
+            env=environment,
+            timeout=300,
+        )
+
+    out = process("synthetic-cxr", env)
     assert out.returncode != 0 and "consent registry is empty" in out.stderr
-    out = run_cli(
-        "process",
-        "--pattern",
-        "record",
-        "--source",
-        "digits",
-        "--version",
-        "v1.0",
-        "--fraction",
-        "0.1",
-        "--repo",
-        f"norec-{uuid.uuid4().hex[:6]}",
-        env=scenario.env,
-        timeout=300,
-    )
+    out = process("digits", scenario.env)
     assert out.returncode != 0 and "needs a source with patients" in out.stderr
 
 

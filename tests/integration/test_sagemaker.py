@@ -185,6 +185,34 @@ class PlayTheContainers(threading.Thread):
             time.sleep(0.05)
 
 
+MLFLOW_APP = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-app/app-abc"
+
+
+def sagemaker_pipeline(
+    moto: Moto, options: dict[str, str], *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """`lineage sagemaker pipeline` for v1.0 at 5% with working defaults, `options` on top."""
+    args = {
+        "--role": ROLE,
+        "--bucket": moto.bucket,
+        "--dvc-repo-url": REPO_URL,
+        "--mlflow-uri": MLFLOW_APP,
+        **options,
+    }
+    return run_cli(
+        "sagemaker",
+        "pipeline",
+        "--version",
+        "v1.0",
+        "--fraction",
+        "0.05",
+        *(x for k, v in args.items() for x in (k, v)),
+        *flags,
+        env=moto.env,
+        timeout=300,
+    )
+
+
 @pytest.fixture(scope="module")
 def launched(moto: Moto) -> dict[str, Any]:
     player = PlayTheContainers(
@@ -192,29 +220,11 @@ def launched(moto: Moto) -> dict[str, Any]:
     )
     player.start()
     try:
-        out = run_cli(
-            "sagemaker",
-            "pipeline",
-            "--version",
-            "v1.0",
-            "--fraction",
-            "0.05",
-            "--role",
-            ROLE,
-            "--bucket",
-            moto.bucket,
-            "--dvc-repo-url",
-            REPO_URL,
-            "--mlflow-uri",
-            f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-app/app-abc",
-            "--git-token-secret",
-            "lineage/git-token",
-            "--instance-type",
-            "ml.m5.xlarge",
+        out = sagemaker_pipeline(
+            moto,
+            {"--git-token-secret": "lineage/git-token", "--instance-type": "ml.m5.xlarge"},
             "--wait",
             "--json",
-            env=moto.env,
-            timeout=300,
         )
     finally:
         player.done.set()
@@ -431,24 +441,7 @@ def test_clear_failures_before_anything_is_created(
     moto: Moto, change: dict[str, str], message: str
 ) -> None:
     before = len(moto.requests("CreateProcessingJob"))
-    args = {
-        "--role": ROLE,
-        "--bucket": moto.bucket,
-        "--dvc-repo-url": REPO_URL,
-        "--mlflow-uri": "arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-abc",
-        **change,
-    }
-    out = run_cli(
-        "sagemaker",
-        "pipeline",
-        "--version",
-        "v1.0",
-        "--fraction",
-        "0.05",
-        *(x for k, v in args.items() for x in (k, v)),
-        env=moto.env,
-        timeout=120,
-    )
+    out = sagemaker_pipeline(moto, change)
     assert out.returncode != 0
     assert message in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr

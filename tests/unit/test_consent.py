@@ -176,7 +176,7 @@ def test_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a database URL"):
         ConsentStore("not a url")
     (tmp_path / "file.db").write_text("this is not a database")
-    with pytest.raises(ConsentError, match="cannot open the consent registry"):
+    with pytest.raises(ConsentError, match="cannot use the consent registry"):
         ConsentStore(f"sqlite:///{tmp_path / 'file.db'}")
 
 
