@@ -52,8 +52,17 @@ def manifest(index: int, records: int) -> bytes:
         split = SPLITS[patient % 10 // 8] if patient % 10 < 9 else "test"
         label = "tuberculosis" if patient % 3 == 0 else "normal"
         scan_id = f"PAT-{patient:06d}-SCAN-{scan:07d}"
-        writer.writerow((f"PAT-{patient:06d}", scan_id, scan_id, f"{split}/{label}/{scan_id}.png",
-                         split, label, hashlib.sha256(scan_id.encode()).hexdigest()))
+        writer.writerow(
+            (
+                f"PAT-{patient:06d}",
+                scan_id,
+                scan_id,
+                f"{split}/{label}/{scan_id}.png",
+                split,
+                label,
+                hashlib.sha256(scan_id.encode()).hexdigest(),
+            )
+        )
     return buffer.getvalue().encode()
 
 
@@ -80,17 +89,19 @@ def populate(settings: Settings, models: int, datasets: int, records: int) -> fl
             run = client.create_run(experiment, tags={"lineage.stage": "training"})
             run_id = run.info.run_id
             for key, value in {
-                "dvc_tag": f"v{m % datasets}", "data_git_commit_id": f"{m % datasets:040d}",
-                "dataset_md5": f"{m % datasets:032d}.dir", "manifest_sha256": digest,
-                "dvc_repo_url": "http://git/datasets.git", "pattern": "record",
+                "dvc_tag": f"v{m % datasets}",
+                "data_git_commit_id": f"{m % datasets:040d}",
+                "dataset_md5": f"{m % datasets:032d}.dir",
+                "manifest_sha256": digest,
+                "dvc_repo_url": "http://git/datasets.git",
+                "pattern": "record",
                 "consent_snapshot_sha256": "0" * 64,
                 "consent_as_of": "2026-11-01T00:00:00.000000Z",
             }.items():
                 client.log_param(run_id, key, value)
             client.log_artifact(run_id, str(path))
             client.set_terminated(run_id)
-            client.create_model_version(f"cxr-{m % MODEL_NAMES}", f"runs:/{run_id}/model",
-                                        run_id)
+            client.create_model_version(f"cxr-{m % MODEL_NAMES}", f"runs:/{run_id}/model", run_id)
             if m % 20 == 19:
                 print(f"  {m + 1} model versions", file=sys.stderr, flush=True)
     return time.monotonic() - started
@@ -120,8 +131,11 @@ def main() -> None:
     stack = LocalStack(settings)
     stack.up()
     try:
-        print(f"populating {args.models} versions over {args.datasets} datasets of "
-              f"{args.records} records", file=sys.stderr)
+        print(
+            f"populating {args.models} versions over {args.datasets} datasets of "
+            f"{args.records} records",
+            file=sys.stderr,
+        )
         populate_s = populate(settings, args.models, args.datasets, args.records)
         index = LineageIndex.from_settings(settings)
         summary = index.rebuild(mlflow_client(settings.mlflow_uri))
@@ -143,8 +157,11 @@ def main() -> None:
                 "speedup": round(scan_ms / median, 1),
                 "models_found": len(answer.models),
             }
-            print(f"{name}: indexed {median:.1f} ms (median of {args.repeats}), full scan "
-                  f"{scan_ms / 1000:.1f} s, {scan_ms / median:.0f}x", file=sys.stderr)
+            print(
+                f"{name}: indexed {median:.1f} ms (median of {args.repeats}), full scan "
+                f"{scan_ms / 1000:.1f} s, {scan_ms / median:.0f}x",
+                file=sys.stderr,
+            )
         report = {
             "models": args.models,
             "datasets": args.datasets,
@@ -153,8 +170,9 @@ def main() -> None:
             "populate_s": round(populate_s, 1),
             **results,
             "goal": "indexed < 100 ms and >= 100x the scan",
-            "met": all(r["indexed_ms_median"] < 100 and r["speedup"] >= 100
-                       for r in results.values()),
+            "met": all(
+                r["indexed_ms_median"] < 100 and r["speedup"] >= 100 for r in results.values()
+            ),
         }
         print(json.dumps(report, indent=2))
     finally:
