@@ -9,6 +9,7 @@ output.tar.gz). The MLflow registry and the model artifacts are the real local s
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -491,3 +492,26 @@ def test_invoke_sends_raw_image_bytes(moto: Moto, tmp_path: Path) -> None:
     body = base64.b64decode(call["body"]) if call.get("body_encoded") else call["body"].encode()
     assert body == image.read_bytes()
     assert {k.lower(): v for k, v in call["headers"].items()}["content-type"] == "image/png"
+
+
+def test_logs_prints_the_jobs_cloudwatch_streams(moto: Moto, launched: dict[str, Any]) -> None:
+    name = launched["training"]["job_name"]
+    logs = moto.client("logs")
+    group = "/aws/sagemaker/TrainingJobs"
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=group)
+    stream = f"{name}/algo-1-1764300000"
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName=stream,
+        logEvents=[
+            {"timestamp": int(time.time() * 1000), "message": "epoch=1 val_accuracy=0.9"},
+            {"timestamp": int(time.time() * 1000) + 1, "message": "training complete"},
+        ],
+    )
+    out = run_cli("sagemaker", "logs", name, env=moto.env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["epoch=1 val_accuracy=0.9", "training complete"]
+    status = json.loads(run_cli("sagemaker", "status", name, "--json", env=moto.env).stdout)
+    assert status["log_group"] == group and status["log_streams"] == [stream]
