@@ -192,3 +192,17 @@ def test_inference_image_serves_like_the_process_and_stops_on_sigterm(
     finally:
         for port in ports.values():
             run_cli("deploy", "--stop", "--port", str(port), env=docker_env)
+
+
+def test_images_can_reach_aws_git_and_mlflow_apps(images: dict[str, str]) -> None:
+    """codecommit:: URLs (git-remote-codecommit) and MLflow App ARNs (sagemaker-mlflow) work
+    inside the jobs, as they must on SageMaker."""
+    probe = (
+        "command -v git-remote-codecommit && "
+        "python -c 'import sagemaker_mlflow, importlib.metadata as m; "
+        'print(m.version("sagemaker-mlflow"))\''
+    )
+    for name in ("processing", "training"):
+        result = docker("run", "--rm", "--entrypoint", "sh", images[name], "-c", probe)
+        assert result.returncode == 0, (name, result.stderr)
+        assert "git-remote-codecommit" in result.stdout
