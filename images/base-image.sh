@@ -17,9 +17,10 @@ command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get ins
 
 # The first Debian mirror in the apt sources (deb822 .sources or one-line sources.list).
 mirror=$(
-  { grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}';
-    grep -h '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '{print $2}'; } \
-  | grep -v -- '-security' | head -n1
+  { grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' || true;
+    grep -h '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+      | awk '{print $2}' || true; } \
+  | { grep -v -- '-security' || true; } | head -n1
 )
 mirror=${mirror:-http://deb.debian.org/debian}
 echo "debootstrap bookworm from $mirror"
