@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
@@ -66,6 +67,11 @@ def _config(
     return config, settings
 
 
+def repo_name(url: str) -> str:
+    """`DVC_REPO_NAME`: the repository's own name, from its URL (`.../repos/datasets`)."""
+    return PurePosixPath(urlsplit(url).path).name.removesuffix(".git") or "datasets"
+
+
 @app.command()
 def pipeline(
     version: Version,
@@ -119,6 +125,7 @@ def pipeline(
     result = launcher.pipeline(
         ProcessOptions(
             version=version,
+            repo=repo_name(dvc_repo_url),
             fraction=fraction,
             source=source,
             val_split=val_split,

@@ -61,8 +61,6 @@ class SageMakerConfig:
     image_tag: str = "latest"
     region: str | None = None
     dvc_repo_url: str = ""
-    dvc_repo_name: str = "datasets"
-    experiment: str = "model-lineage"
     processing_instance_type: str = "ml.m5.xlarge"
     training_instance_type: str = "ml.m5.xlarge"
     git_token_secret: str | None = None
