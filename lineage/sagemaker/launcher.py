@@ -79,9 +79,12 @@ class SageMakerConfig:
             aws_region=self.region or base.aws_region,
         )
 
-    def job_environment(self, image: str) -> dict[str, str]:
-        """What every job gets besides its own variables: its image, the secret's *name*."""
+    def job_environment(self, image: str, digest: str = "") -> dict[str, str]:
+        """What every job gets besides its own variables: its image (and digest, so the run
+        records the exact image), the secret's *name*."""
         env = {"LINEAGE_IMAGE_URI": image}
+        if digest:
+            env["LINEAGE_IMAGE_DIGEST"] = digest
         if self.region:
             env["AWS_DEFAULT_REGION"] = self.region
         if self.git_token_secret:
@@ -106,6 +109,7 @@ class Launcher:
         self.session = aws.session(config.region)
         self.sagemaker = aws.client(self.session, "sagemaker")
         self.s3 = aws.client(self.session, "s3")
+        self.digests: dict[str, str] = {}  # image -> ECR digest, from the preflight check
 
     # -- checks before anything is created -----------------------------------------------------
     def preflight(self, *images: str) -> dict[str, str]:
@@ -133,7 +137,8 @@ class Launcher:
         def ecr_for(region: str) -> Any:
             return aws.client(aws.session(region), "ecr")
 
-        return {image: aws.check_image(ecr_for, image) for image in images}
+        self.digests = {image: aws.check_image(ecr_for, image) for image in images}
+        return self.digests
 
     # -- job requests (shared descriptions + SageMaker placement) ------------------------------
     def processing_job(
@@ -147,7 +152,10 @@ class Launcher:
         )
         spec = dataclasses.replace(
             base,
-            environment={**base.environment, **self.config.job_environment(base.image_uri)},
+            environment={
+                **base.environment,
+                **self.config.job_environment(base.image_uri, self.digests.get(base.image_uri, "")),
+            },
             role_arn=self.config.role,
             instance_type=self.config.processing_instance_type,
             region=self.settings.aws_region,
@@ -163,7 +171,10 @@ class Launcher:
         name = base.name
         spec = dataclasses.replace(
             base,
-            environment={**base.environment, **self.config.job_environment(base.image_uri)},
+            environment={
+                **base.environment,
+                **self.config.job_environment(base.image_uri, self.digests.get(base.image_uri, "")),
+            },
             role_arn=self.config.role,
             instance_type=self.config.training_instance_type,
             region=self.settings.aws_region,

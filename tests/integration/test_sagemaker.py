@@ -263,6 +263,9 @@ def test_processing_request_carries_image_arguments_env_and_role(
     assert env["PIPELINE_RUN_ID"] == run_id
     assert env["DVC_REMOTE_URL"] == f"s3://{moto.bucket}/dvc"
     assert env["LINEAGE_GIT_TOKEN_SECRET"] == "lineage/git-token"
+    assert env["LINEAGE_IMAGE_URI"] == app["ImageUri"]
+    assert env["LINEAGE_IMAGE_DIGEST"] == launched["images"][app["ImageUri"]]
+    assert env["LINEAGE_IMAGE_DIGEST"].startswith("sha256:")
     assert all(len(v) <= 256 for v in env.values())
     assert request["RoleArn"] == ROLE
     output = request["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]
