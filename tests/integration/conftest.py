@@ -82,3 +82,21 @@ def champion(running_stack: RunningStack) -> Champion:
     )
     assert promoted.returncode == 0, promoted.stderr
     return Champion(name, version, str(result["processing"]["tag"]), result)
+
+
+@dataclass
+class DemoRun:
+    """A `lineage demo --json` result: its versions by label (v1.0, v2.0)."""
+
+    env: dict[str, str]
+    repo: str
+    name: str
+    port: int
+    result: dict[str, Any]
+
+    def ref(self, version: str) -> str:
+        training = self.result["versions"][version]["training"]
+        return f"{training['model_name']}/{training['model_version']}"
+
+    def tag(self, version: str) -> str:
+        return str(self.result["versions"][version]["processing"]["tag"])

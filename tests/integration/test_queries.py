@@ -31,25 +31,13 @@ from lineage.hashing import bytes_sha256, file_md5
 from lineage.ops.deploy import materialize
 from lineage.storage import s3_client
 from tests.conftest import RunningStack, free_port_block, run_cli
+from tests.integration.conftest import DemoRun
 from tests.integration.test_processing import checkout_with_plain_dvc, ok, remote_refs
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Demo:
-    repo: str
-    name: str
-    port: int
-    result: dict[str, Any]
-
-    def ref(self, version: str) -> str:
-        training = self.result["versions"][version]["training"]
-        return f"{training['model_name']}/{training['model_version']}"
-
-    def tag(self, version: str) -> str:
-        return str(self.result["versions"][version]["processing"]["tag"])
-
+class Demo(DemoRun):
     @property
     def endpoint(self) -> str:
         return str(self.result["endpoint"]["endpoint"])
@@ -77,7 +65,7 @@ def demo(running_stack: RunningStack) -> Iterator[Demo]:
         timeout=1200,
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    yield Demo(repo, name, port, json.loads(out.stdout))
+    yield Demo(running_stack.env, repo, name, port, json.loads(out.stdout))
     assert run_cli("deploy", "--stop", "--port", str(port), env=running_stack.env).returncode == 0
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +21,13 @@ from lineage.audit.queries import audit_excluded, audit_record, impact
 from lineage.config import Settings
 from lineage.storage import s3_client
 from tests.conftest import RunningStack, free_port_block, run_cli
+from tests.integration.conftest import DemoRun
 from tests.integration.test_processing import checkout_with_plain_dvc, ok
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Scenario:
-    env: dict[str, str]
-    repo: str
-    name: str
-    port: int
-    result: dict[str, Any]
-
-    def ref(self, version: str) -> str:
-        training = self.result["versions"][version]["training"]
-        return f"{training['model_name']}/{training['model_version']}"
-
-    def tag(self, version: str) -> str:
-        return str(self.result["versions"][version]["processing"]["tag"])
-
+class Scenario(DemoRun):
     @property
     def withdrawn(self) -> list[str]:
         return list(self.result["withdrawn"])
