@@ -1,8 +1,9 @@
 """The container tier: the real images, run as SageMaker runs them, against the real stack.
 
-Needs a Docker engine. Without one the whole tier is skipped with one line saying why (see
-`pytest -ra`); `.ci/run` provisions an engine, so CI always runs it. The images are built (or
-found up to date in Docker's cache) once per session with `make images`.
+Needs a Docker engine. Without one the whole tier is deselected before anything starts and
+the run ends with one line saying why; `.ci/run` provisions an engine, so CI always runs it.
+The images are built (or found up to date in Docker's cache) once per session with
+`make images`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +20,27 @@ from local.images.docker import engine_error
 from tests.conftest import REPO_ROOT
 
 LOCAL_BASE = "model-lineage/base:bookworm"
+HERE = Path(__file__).resolve().parent
+SKIPPED = pytest.StashKey[str]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tier = [item for item in items if HERE in item.path.parents]
+    if not tier:
+        return
+    problem = engine_error()
+    if problem:
+        config.hook.pytest_deselected(items=tier)
+        items[:] = [item for item in items if item not in tier]
+        config.stash[SKIPPED] = (
+            f"container tier skipped ({len(tier)} tests): {problem}; start dockerd to run it"
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    reason = config.stash.get(SKIPPED, None)
+    if reason:
+        terminalreporter.write_line(reason, yellow=True, bold=True)
 
 
 def _image_exists(reference: str) -> bool:
@@ -30,9 +54,6 @@ def _image_exists(reference: str) -> bool:
 
 @pytest.fixture(scope="session")
 def images() -> Iterator[dict[str, str]]:
-    problem = engine_error()
-    if problem:
-        pytest.skip(f"container tier skipped: {problem} (start dockerd to run it)")
     base = os.environ.get("LINEAGE_TEST_BASE_IMAGE") or (
         LOCAL_BASE if _image_exists(LOCAL_BASE) else "python:3.11-slim-bookworm"
     )
