@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import RunningStack, run_cli
+from tests.conftest import RunningStack, free_port_block, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +102,30 @@ class DemoRun:
 
     def tag(self, version: str) -> str:
         return str(self.result["versions"][version]["processing"]["tag"])
+
+
+@contextmanager
+def demo_run(
+    env: dict[str, str], repo: str, name: str, *options: str, timeout: float = 1500
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`lineage demo --json` into its own repo, model name and port: (port, result); the
+    endpoint it deployed is stopped afterwards."""
+    port = free_port_block(1)
+    out = run_cli(
+        "demo",
+        *options,
+        "--epochs",
+        "1",
+        "--repo",
+        repo,
+        "--model-name",
+        name,
+        "--port",
+        str(port),
+        "--json",
+        env=env,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    yield port, json.loads(out.stdout)
+    assert run_cli("deploy", "--stop", "--port", str(port), env=env).returncode == 0

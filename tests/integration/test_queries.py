@@ -31,7 +31,7 @@ from lineage.hashing import bytes_sha256, file_md5
 from lineage.ops.deploy import materialize
 from lineage.storage import s3_client
 from tests.conftest import RunningStack, free_port_block, run_cli
-from tests.integration.conftest import DemoRun
+from tests.integration.conftest import DemoRun, demo_run
 from tests.integration.test_processing import checkout_with_plain_dvc, ok, remote_refs
 
 pytestmark = pytest.mark.integration
@@ -47,26 +47,8 @@ class Demo(DemoRun):
 def demo(running_stack: RunningStack) -> Iterator[Demo]:
     repo = f"demo-{uuid.uuid4().hex[:6]}"
     name = f"digits-{repo}"
-    port = free_port_block(1)
-    out = run_cli(
-        "demo",
-        "--fractions",
-        "0.1,0.2",
-        "--epochs",
-        "1",
-        "--repo",
-        repo,
-        "--model-name",
-        name,
-        "--port",
-        str(port),
-        "--json",
-        env=running_stack.env,
-        timeout=1200,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    yield Demo(running_stack.env, repo, name, port, json.loads(out.stdout))
-    assert run_cli("deploy", "--stop", "--port", str(port), env=running_stack.env).returncode == 0
+    with demo_run(running_stack.env, repo, name, "--fractions", "0.1,0.2") as (port, result):
+        yield Demo(running_stack.env, repo, name, port, result)
 
 
 def query(stack: RunningStack, *args: str, timeout: float = 300) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from lineage.audit.queries import audit_excluded, audit_record, impact
 from lineage.config import Settings
 from lineage.storage import s3_client
 from tests.conftest import RunningStack, free_port_block, run_cli
-from tests.integration.conftest import DemoRun
+from tests.integration.conftest import DemoRun, demo_run
 from tests.integration.test_processing import checkout_with_plain_dvc, ok
 
 pytestmark = pytest.mark.integration
@@ -46,28 +46,11 @@ def scenario(
     }
     repo = f"patients-{uuid.uuid4().hex[:6]}"
     name = f"cxr-{repo}"
-    port = free_port_block(1)
-    out = run_cli(
-        "demo",
-        "--pattern",
-        "record",
-        "--fractions",
-        "0.5,0.5",
-        "--epochs",
-        "1",
-        "--repo",
-        repo,
-        "--model-name",
-        name,
-        "--port",
-        str(port),
-        "--json",
-        env=env,
-        timeout=1500,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
-    yield Scenario(env, repo, name, port, json.loads(out.stdout))
-    assert run_cli("deploy", "--stop", "--port", str(port), env=env).returncode == 0
+    with demo_run(env, repo, name, "--pattern", "record", "--fractions", "0.5,0.5") as (
+        port,
+        result,
+    ):
+        yield Scenario(env, repo, name, port, result)
 
 
 def cli(scenario: Scenario, *args: str, expect: int = 0) -> dict[str, Any]:
