@@ -18,10 +18,11 @@ from torch import nn
 from lineage import contract
 from lineage.architecture import ARCHITECTURE, build_network
 from lineage.hashing import file_sha256
+from lineage.record import SERVED_KEYS
 
 LINEAGE_FILE = contract.MODEL_LINEAGE_FILE
 WEIGHTS_FILE = contract.MODEL_WEIGHTS_FILE
-LINEAGE_KEYS = ("model_name", "model_version", "run_id", "data_git_commit_id", "dvc_tag")
+LINEAGE_KEYS = SERVED_KEYS
 
 
 class ModelDirError(Exception):
@@ -69,6 +70,18 @@ def load_model_dir(model_dir: Path) -> LoadedModel:
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise ModelDirError(f"{weights} is missing: the model directory has no weights")
+    weights_sha256 = file_sha256(weights)
+    recorded = lineage.get("weights_sha256")
+    if not recorded:
+        raise ModelDirError(
+            f"{lineage_path} records no weights_sha256, so the weights cannot be proven to be "
+            "the trained ones: retrain the model with this version of `lineage train`"
+        )
+    if weights_sha256 != recorded:
+        raise ModelDirError(
+            f"{weights} hashes to {weights_sha256}, but {lineage_path} records {recorded}: "
+            "the weights were swapped after training; refusing to serve them"
+        )
     network = build_network(len(classes))
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -76,6 +89,4 @@ def load_model_dir(model_dir: Path) -> LoadedModel:
     except Exception as exc:
         raise ModelDirError(f"cannot load {weights}: {str(exc)[:300]}") from None
     network.eval()
-    return LoadedModel(
-        network, [str(c) for c in classes], image_size, lineage, file_sha256(weights)
-    )
+    return LoadedModel(network, [str(c) for c in classes], image_size, lineage, weights_sha256)

@@ -50,6 +50,9 @@ ENV_VARS: dict[str, str] = {
     "LINEAGE_WEED_BIN": "path of the SeaweedFS `weed` binary (default: from the venv / PATH)",
     "LINEAGE_CONSENT_DB": "SQLAlchemy URL of the consent registry (default SQLite in LINEAGE_HOME)",
     "LINEAGE_INDEX_DB": "SQLAlchemy URL of the lineage index (default SQLite in LINEAGE_HOME)",
+    "LINEAGE_CONSENT_KEY": (
+        "HMAC key of the consent log (default: a random key file, 0600, in LINEAGE_HOME)"
+    ),
     "LINEAGE_IMAGE_REGISTRY": "registry of the job images (<acct>.dkr.ecr.<region>.amazonaws.com)",
     "LINEAGE_IMAGE_TAG": "tag of the job images (default latest)",
 }
@@ -104,6 +107,7 @@ class Settings:
     image_tag: str = "latest"
     consent_db_override: str | None = field(default=None, repr=False)
     index_db_override: str | None = field(default=None, repr=False)
+    consent_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -133,6 +137,7 @@ class Settings:
             image_tag=env.get("LINEAGE_IMAGE_TAG") or "latest",
             consent_db_override=env.get("LINEAGE_CONSENT_DB") or None,
             index_db_override=env.get("LINEAGE_INDEX_DB") or None,
+            consent_key=env.get("LINEAGE_CONSENT_KEY") or None,
         )
 
     # -- where things are --------------------------------------------------------------------

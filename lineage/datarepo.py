@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from lineage import manifest
 from lineage.dvchash import directory_md5
-from lineage.dvcremote import DvcRemote, summarize
+from lineage.dvcremote import DirEntry, DvcRemote, summarize
 from lineage.errors import LineageError
 from lineage.gitops import GitError, dvc, dvc_out_md5, git, tool_env
 from lineage.hashing import bytes_sha256
 from lineage.manifest import DATASET_DIR, DVC_FILE, ManifestRow
+from lineage.paths import PathContainmentError
 from lineage.redact import redact_url
 
 if TYPE_CHECKING:
@@ -141,7 +142,24 @@ def clone(
 
 
 def read_pointer(repo_dir: Path) -> Pointer:
+    """The `.dvc` pointer of a checked-out version, after refusing a checkout whose git tree
+    holds symbolic links (a link named `dataset` would let `dvc checkout` write elsewhere)."""
+    links = [
+        line.split("\t", 1)[1]
+        for line in git("ls-files", "--stage", cwd=repo_dir, check=False).stdout.splitlines()
+        if line.startswith("120000 ")
+    ]
+    if links:
+        raise PathContainmentError(
+            f"the dataset commit holds symbolic links ({', '.join(links[:5])})",
+            "a dataset repository never needs links; the commit was crafted: do not use it",
+        )
     path = repo_dir / DVC_FILE
+    if path.is_symlink() or (repo_dir / DATASET_DIR).is_symlink():
+        raise PathContainmentError(
+            f"{DVC_FILE} or {DATASET_DIR}/ is a symbolic link in {repo_dir}",
+            "the checkout was tampered with: do not use it",
+        )
     if not path.is_file():
         raise DataVerificationError(f"{DVC_FILE} is missing: this commit is not a dataset version")
     md5, nfiles, size = dvc_out_md5(path)
@@ -196,6 +214,7 @@ def pull_and_verify(
     already). When the pull fails, the remote is read object by object to name what is missing.
     """
     pointer = read_pointer(repo_dir)
+    check_listing(repo_dir, pointer, label, s3)
     log.info("step: dvc pull (%s, %d files)", pointer.md5, pointer.nfiles)
     try:
         dvc("pull", "--jobs", "8", cwd=repo_dir, env=env)
@@ -208,6 +227,27 @@ def pull_and_verify(
     data_dir = repo_dir / DATASET_DIR
     log.info("step: verify dataset against %s and the manifest", pointer.md5)
     return verify_directory(data_dir, pointer.md5, label)
+
+
+def check_listing(
+    repo_dir: Path, pointer: Pointer, label: str, s3: S3Client | None = None
+) -> list[DirEntry]:
+    """Read the version's `.dir` listing from the remote and check it *before* `dvc pull`:
+    it must hash to its name, name as many files as the `.dvc` file records, and every
+    relpath must stay inside the dataset directory (DVC would write wherever it says)."""
+    try:
+        entries = DvcRemote(_s3_or_default(s3), remote_url(repo_dir)).listing(pointer.md5)
+    except LineageError as exc:
+        raise DataVerificationError(
+            f"dataset {label} cannot be used: {exc.message}", exc.hint
+        ) from None
+    if len(entries) != pointer.nfiles:
+        raise DataVerificationError(
+            f"dataset {label}: the listing {pointer.md5} names {len(entries)} files, "
+            f"{DVC_FILE} records {pointer.nfiles}",
+            "the listing or the pointer was changed after publication; do not use it",
+        )
+    return entries
 
 
 def verify_directory(data_dir: Path, expected_md5: str, label: str) -> VerifiedData:
@@ -245,14 +285,18 @@ def verify_directory(data_dir: Path, expected_md5: str, label: str) -> VerifiedD
     )
 
 
+def _s3_or_default(s3: S3Client | None) -> S3Client:
+    if s3 is not None:
+        return s3
+    import boto3
+
+    return boto3.client("s3")  # honours AWS_ENDPOINT_URL_S3, as DVC does
+
+
 def _diagnose_pull(repo_dir: Path, pointer: Pointer, label: str, s3: S3Client | None) -> None:
     """Raise naming the missing or changed objects, if reading the remote finds any."""
     try:
-        if s3 is None:
-            import boto3
-
-            s3 = boto3.client("s3")  # honours AWS_ENDPOINT_URL_S3, as DVC does
-        remote = DvcRemote(s3, remote_url(repo_dir))
+        remote = DvcRemote(_s3_or_default(s3), remote_url(repo_dir))
         problems = remote.check_all(remote.listing(pointer.md5))
     except LineageError as exc:
         raise DataVerificationError(

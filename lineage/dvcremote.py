@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,11 +21,13 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from lineage.errors import LineageError
+from lineage.paths import safe_relpath
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 class RemoteError(LineageError):
@@ -88,7 +91,9 @@ class DvcRemote:
             ) from None
 
     def listing(self, dir_md5: str) -> list[DirEntry]:
-        """The `.dir` listing of a dataset, checked against its own name (fail closed)."""
+        """The `.dir` listing of a dataset, checked against its own name (fail closed), every
+        relpath a plain relative path (a crafted listing must not steer `dvc pull` outside
+        the workspace)."""
         data = self.read(dir_md5)
         if data is None:
             raise RemoteError(
@@ -106,6 +111,14 @@ class DvcRemote:
             entries = [DirEntry(str(e["relpath"]), str(e["md5"])) for e in json.loads(data)]
         except (ValueError, KeyError, TypeError) as exc:
             raise RemoteError(f"the dataset listing {dir_md5} is not DVC's format: {exc}") from None
+        for number, entry in enumerate(entries, start=1):
+            safe_relpath(entry.relpath, f"entry {number} of the DVC listing {dir_md5}")
+            if not _MD5.fullmatch(entry.md5):
+                raise RemoteError(
+                    f"entry {number} of the DVC listing {dir_md5} ({entry.relpath!r}) names "
+                    f"the object {entry.md5!r}, which is not an md5",
+                    "the listing was crafted or corrupted: do not use this version",
+                )
         return entries
 
     def check(self, entry: DirEntry) -> ObjectProblem | None:

@@ -27,3 +27,17 @@ def file_md5(path: Path) -> str:
 
 def bytes_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def tree_sha256(root: Path, exclude: frozenset[str] = frozenset()) -> str:
+    """One digest of a directory's files: sha256 over ``<sha256>  <relpath>\\n`` lines sorted
+    by path (sha256sum's format, so `sha256sum` can re-derive it), top-level names in
+    `exclude` left out. Used for a model directory, whose `lineage.json` is rewritten at
+    deploy and whose `registered_model_meta` MLflow adds on download."""
+    files = sorted(
+        (path.relative_to(root).as_posix(), path)
+        for path in root.rglob("*")
+        if path.is_file() and path.relative_to(root).parts[0] not in exclude
+    )
+    listing = "".join(f"{file_sha256(path)}  {relpath}\n" for relpath, path in files)
+    return hashlib.sha256(listing.encode()).hexdigest()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lineage.errors import LineageError
 from lineage.hashing import bytes_sha256, file_sha256
+from lineage.paths import contained, safe_relpath
 
 MANIFEST_NAME = "manifest.csv"
 DATASET_DIR = "dataset"  # the tracked directory in a dataset repository
@@ -75,7 +76,9 @@ def read(path: Path) -> list[ManifestRow]:
 
 
 def parse(text: str, where: str = "manifest") -> list[ManifestRow]:
-    """Rows of a manifest's text; the record pattern's patient columns when present."""
+    """Rows of a manifest's text; the record pattern's patient columns when present. Every
+    `file_path` must stay inside the dataset directory (a crafted row is refused here, so no
+    reader ever opens a path it names outside)."""
     reader = csv.DictReader(io.StringIO(text))
     missing = set(BASE_COLUMNS) - set(reader.fieldnames or ())
     if missing:
@@ -85,7 +88,7 @@ def parse(text: str, where: str = "manifest") -> list[ManifestRow]:
         )
     return [
         ManifestRow(
-            file_path=r["file_path"],
+            file_path=safe_relpath(r["file_path"] or "", f"{where} line {reader.line_num}"),
             record_id=r["record_id"],
             split=r["split"],
             label=r["label"],
@@ -101,7 +104,7 @@ def verify_files(dataset_dir: Path, rows: Iterable[ManifestRow]) -> list[str]:
     """Problems found when re-hashing every file against the manifest (empty list: intact)."""
     problems = []
     for row in rows:
-        path = dataset_dir / row.file_path
+        path = contained(dataset_dir, row.file_path, f"manifest row {row.record_id}")
         if not path.is_file():
             problems.append(f"{row.file_path}: missing")
             continue

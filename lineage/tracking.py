@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from lineage.redact import redact_url
 log = logging.getLogger("lineage.tracking")
 
 STAGE_TAG = "lineage.stage"
+_SEARCHABLE_TAG = re.compile(r"[A-Za-z0-9._/+-]+")
 DEFAULT_EXPERIMENT = "model-lineage"
 
 
@@ -81,3 +83,34 @@ def log_run(
         for artifact in artifacts or []:
             mlflow.log_artifact(str(artifact))
     return str(run.info.run_id)
+
+
+def published_commit(uri: str, experiment: str, tag: str) -> str | None:
+    """The commit the processing run that published `tag` recorded, when that run is in
+    `experiment` (None when no such run is known: data published elsewhere)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not _SEARCHABLE_TAG.fullmatch(tag):
+        return None  # a name the filter language cannot quote: the git server's tag decides
+    client = mlflow.MlflowClient(uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return None
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{STAGE_TAG}` = 'processing' and tags.dvc_tag = '{tag}'",
+            max_results=10,
+        )
+    except MlflowException as exc:
+        raise TrackingError(
+            f"cannot look up the processing run of {tag}: {exc.message}", "check MLflow"
+        ) from None
+    commits = {str(run.data.params.get("data_git_commit_id", "")) for run in runs} - {""}
+    if len(commits) > 1:
+        raise TrackingError(
+            f"processing runs of {tag} recorded different commits: {sorted(commits)}",
+            "the tracking server's record of this dataset is inconsistent: investigate",
+        )
+    return commits.pop() if commits else None

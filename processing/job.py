@@ -40,7 +40,13 @@ log = logging.getLogger("lineage.processing")
 
 RESULT_DIR = contract.PROCESSING_RESULT_DIR
 CONSENT_INPUT = contract.CONSENT_INPUT_NAME  # /opt/ml/processing/input/consent
-CONSENT_PARAMS = ("consent_snapshot_sha256", "consent_as_of", "excluded_patients")
+CONSENT_PARAMS = (
+    "consent_snapshot_sha256",
+    "consent_as_of",
+    "consent_head_seq",  # anchors the consent log outside its database (consent verify)
+    "consent_head_hash",
+    "excluded_patients",
+)
 
 
 class JobError(LineageError):

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -24,6 +24,7 @@ import torch
 
 from lineage import __version__, contract, datarepo, tracking
 from lineage.errors import LineageError
+from lineage.record import CONSENT_FACTS, MODEL_FACTS, LineageRecord
 from lineage.redact import redact_url
 from training import hyperparameters as hp
 from training.data import class_names, load_split
@@ -115,11 +116,10 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
         pretrained = str(channels["pretrained"])
 
     fetched = fetch_dataset(repo_url, params.dvc_tag, paths.work_dir / "dataset-repo")
+    _check_published_commit(tracking_uri, experiment, fetched)
     meta = datarepo.tag_metadata(fetched.repo_dir, params.dvc_tag)
     committed = datarepo.committed_metadata(fetched.repo_dir)  # dataset.json at the commit
-    record_params = _record_pattern_params(committed, fetched)
     source = str(meta.get("source", "dataset")).split(":", 1)[0]
-    data_version = str(meta.get("data_version", params.dvc_tag))
     model_name = params.model_name or f"{source}-mobilenetv3"
 
     classes = class_names(fetched.rows)
@@ -145,6 +145,27 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
     use_cuda = env.num_gpus > 0 and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
     log.info("device: %s (SM_NUM_GPUS=%s)", device, env.num_gpus)
+    image = contract.image_identity()
+    record = LineageRecord(
+        data_git_commit_id=fetched.commit,
+        dvc_tag=params.dvc_tag,
+        data_version=str(meta.get("data_version", params.dvc_tag)),
+        dataset_md5=fetched.dataset_md5,
+        manifest_sha256=fetched.manifest_sha256,
+        **_record_pattern_facts(committed, fetched),
+        model_name=model_name,
+        experiment=experiment,
+        dvc_repo_url=redact_url(repo_url),
+        code_version=__version__,
+        model_architecture=ARCHITECTURE,
+        image_size=params.image_size,
+        classes=classes,
+        pretrained=is_pretrained,
+        training_job_name=env.job_name,
+        image_uri=image.get("image_uri", ""),
+        image_digest=image.get("image_digest", ""),
+        image_revision=image.get("image_revision", ""),
+    )
 
     import mlflow
 
@@ -152,6 +173,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"train-{params.dvc_tag}") as run:
         run_id = run.info.run_id
+        record = replace(record, run_id=run_id)
         mlflow.set_tags(
             {
                 tracking.STAGE_TAG: "training",
@@ -164,21 +186,12 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
         )
         mlflow.log_params(
             {
-                "data_version": data_version,
-                "data_git_commit_id": fetched.commit,
-                "dvc_repo_url": redact_url(repo_url),
-                "dvc_tag": params.dvc_tag,
-                "dataset_md5": fetched.dataset_md5,
-                "manifest_sha256": fetched.manifest_sha256,
-                "model_architecture": ARCHITECTURE,
+                **record.to_params(),  # the data facts; the model's digests once it exists
                 "batchnorm_momentum": BATCHNORM_MOMENTUM,
                 "epochs": params.epochs,
                 "learning_rate": params.learning_rate,
                 "batch_size": params.batch_size,
-                "image_size": params.image_size,
                 "seed": params.seed,
-                "code_version": __version__,
-                "pretrained": is_pretrained,
                 "num_classes": len(classes),
                 "source": source,
                 "device": device.type,
@@ -186,8 +199,6 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
                     f"count_{name}": len(split)
                     for name, split in (("train", train), ("val", val), ("test", test))
                 },
-                **record_params,
-                **contract.image_identity(),
             }
         )
         _log_dataset_input(mlflow, fetched, repo_url)
@@ -238,36 +249,22 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
             test_acc,
         )
 
-        lineage = {
-            "model_name": model_name,
-            "model_version": None,
-            "run_id": run_id,
-            "experiment": experiment,
-            "data_git_commit_id": fetched.commit,
-            "dvc_tag": params.dvc_tag,
-            "data_version": data_version,
-            "dvc_repo_url": redact_url(repo_url),
-            "dataset_md5": fetched.dataset_md5,
-            "manifest_sha256": fetched.manifest_sha256,
-            "code_version": __version__,
-            "model_architecture": ARCHITECTURE,
-            "image_size": params.image_size,
-            "classes": classes,
-            "pretrained": is_pretrained,
-            "training_job_name": env.job_name,
-            "metrics": final,
-            **record_params,
-            **contract.image_identity(),
-        }
-        _save_model(mlflow, model.cpu(), paths.model_dir, lineage, params.image_size, test)
+        _save_model(mlflow, model.cpu(), paths.model_dir, params.image_size, test)
+        # The model's bytes join the record before anything leaves this machine: params
+        # (immutable), then the artifacts, then the registry version created with its tags.
+        record = replace(record, metrics=final).with_model_bytes(paths.model_dir)
+        mlflow.log_params({k: getattr(record, k) for k in MODEL_FACTS})
+        record.write(paths.model_dir)
         mlflow.log_artifact(str(fetched.manifest_path))
         mlflow.log_artifacts(str(paths.model_dir), artifact_path="model")
         version = None
         if params.register:
-            version = _register(mlflow, run_id, model_name, fetched, data_version, record_params)
-            lineage["model_version"] = version
-            (paths.model_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
-        mlflow.log_dict(lineage, LINEAGE_FILE)
+            version = _register(mlflow, run_id, record)
+            record = replace(record, model_version=version)
+            record.write(paths.model_dir)
+            # the registered artifact's lineage.json names its own version (deploy checks it)
+            mlflow.log_artifact(str(paths.model_dir / LINEAGE_FILE), artifact_path="model")
+        mlflow.log_dict(record.to_json(), LINEAGE_FILE)
 
     metrics = {**{k: v for k, v in fitted.history[-1].as_dict().items()}, **final}
     return TrainingResult(
@@ -285,23 +282,37 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
     )
 
 
-def _record_pattern_params(committed: dict[str, Any], fetched: FetchedDataset) -> dict[str, Any]:
-    """The record pattern's lineage: the consent snapshot the data was filtered with, and how
+def _record_pattern_facts(committed: dict[str, Any], fetched: FetchedDataset) -> dict[str, Any]:
+    """The record pattern's lineage: the consent snapshot the data was filtered with, the
+    consent-log head it was taken at (an anchor of that log outside its database), and how
     many patients it holds (counted from the verified manifest, not taken on trust)."""
     if committed.get("pattern") != "record":
         return {"pattern": "dataset"}
-    for key in ("consent_snapshot_sha256", "consent_as_of"):
-        if not committed.get(key):
+    for key in CONSENT_FACTS:
+        if committed.get(key) in (None, ""):
             raise TrainingError(
                 f"record-pattern dataset {fetched.tag} lacks {key} in dataset.json",
                 "republish it with `lineage process --pattern record`",
             )
     return {
         "pattern": "record",
-        "consent_snapshot_sha256": committed["consent_snapshot_sha256"],
-        "consent_as_of": committed["consent_as_of"],
+        **{key: str(committed[key]) for key in CONSENT_FACTS},
         "patient_count": len({row.patient_id for row in fetched.rows if row.patient_id}),
     }
+
+
+def _check_published_commit(uri: str, experiment: str, fetched: FetchedDataset) -> None:
+    """Never trust the tag alone: when the processing run that published it is known, the
+    tag must still name the commit that run recorded (a moved tag would otherwise train on
+    other data under the old name)."""
+    recorded = tracking.published_commit(uri, experiment, fetched.tag)
+    if recorded is not None and recorded != fetched.commit:
+        raise TrainingError(
+            f"tag {fetched.tag} resolves to commit {fetched.commit[:12]}, but the processing "
+            f"run that published it recorded {recorded[:12]}: the tag was moved",
+            "do not train on it; restore the tag to the recorded commit "
+            f"(`git push origin {recorded}:refs/tags/{fetched.tag}` on the server's repository)",
+        )
 
 
 def _log_dataset_input(mlflow: Any, fetched: FetchedDataset, repo_url: str) -> None:
@@ -323,12 +334,7 @@ def _save_checkpoint(directory: Path, model: torch.nn.Module, epoch: int) -> Non
 
 
 def _save_model(
-    mlflow: Any,
-    model: torch.nn.Module,
-    model_dir: Path,
-    lineage: dict[str, Any],
-    image_size: int,
-    test: Any,
+    mlflow: Any, model: torch.nn.Module, model_dir: Path, image_size: int, test: Any
 ) -> None:
     import numpy as np
     from mlflow.models import infer_signature
@@ -355,30 +361,23 @@ def _save_model(
     # A plain state dict beside the MLflow model: the inference server rebuilds the network
     # from lineage.json and loads these with weights_only=True (no pickled code executed).
     torch.save(model.state_dict(), model_dir / WEIGHTS_FILE)
-    (model_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
 
 
-def _register(
-    mlflow: Any,
-    run_id: str,
-    name: str,
-    fetched: FetchedDataset,
-    data_version: str,
-    record_params: dict[str, Any],
-) -> str:
-    from mlflow.tracking import MlflowClient
+def _register(mlflow: Any, run_id: str, record: LineageRecord) -> str:
+    """Register the model with its lineage tags in the same call: a version never exists
+    without them (a crash between two calls used to leave one)."""
+    from mlflow.exceptions import MlflowException
 
-    registered = mlflow.register_model(f"runs:/{run_id}/model", name)
-    client = MlflowClient()
-    for key, value in (
-        ("data_git_commit_id", fetched.commit),
-        ("dvc_tag", fetched.tag),
-        ("data_version", data_version),
-        ("dataset_md5", fetched.dataset_md5),
-        *((k, str(v)) for k, v in record_params.items() if k.startswith("consent_")),
-    ):
-        client.set_model_version_tag(name, registered.version, key, value)
-    log.info("registered %s version %s", name, registered.version)
+    try:
+        registered = mlflow.register_model(
+            f"runs:/{run_id}/model", record.model_name, tags=record.to_tags()
+        )
+    except MlflowException as exc:
+        raise TrainingError(
+            f"registering {record.model_name} failed: {exc.message}",
+            "nothing was registered; the run is marked FAILED. Fix MLflow and train again",
+        ) from None
+    log.info("registered %s version %s", record.model_name, registered.version)
     return str(registered.version)
 
 

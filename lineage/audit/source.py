@@ -19,6 +19,7 @@ from lineage import manifest
 from lineage.errors import LineageError
 from lineage.hashing import file_sha256
 from lineage.manifest import ManifestRow
+from lineage.record import DATA_FACTS, LineageRecord
 from lineage.registry import RunRecord, download_artifact, get_run
 
 if TYPE_CHECKING:
@@ -81,25 +82,27 @@ def registered_versions(client: MlflowClient) -> Iterator[tuple[str, str, str | 
 
 def model_data(name: str, version: str, run: RunRecord) -> ModelData:
     """What the run recorded about its data; a run without it stops the audit."""
-    try:
-        return ModelData(
-            name=name,
-            version=version,
-            run_id=run.run_id,
-            trained_ms=run.start_ms,
-            tag=run.param("dvc_tag"),
-            commit=run.param("data_git_commit_id"),
-            dataset_md5=run.param("dataset_md5"),
-            manifest_sha256=run.param("manifest_sha256"),
-            pattern=run.params.get("pattern", "dataset"),
-            consent_snapshot_sha256=run.params.get("consent_snapshot_sha256"),
-            consent_as_of=run.params.get("consent_as_of"),
-        )
-    except LineageError as exc:
+    record = LineageRecord.from_run(run)
+    missing = [fact for fact in DATA_FACTS if not getattr(record, fact)]
+    if missing:
         raise AuditError(
-            f"{name}/{version}: {exc.message}",
+            f"{name}/{version}: run {run.run_id} has no {', '.join(missing)}: its lineage is "
+            "incomplete",
             "its training data cannot be audited; retrain it or remove it from the registry",
-        ) from None
+        )
+    return ModelData(
+        name=name,
+        version=version,
+        run_id=run.run_id,
+        trained_ms=run.start_ms,
+        tag=record.dvc_tag,
+        commit=record.data_git_commit_id,
+        dataset_md5=record.dataset_md5,
+        manifest_sha256=record.manifest_sha256,
+        pattern=record.pattern,
+        consent_snapshot_sha256=record.consent_snapshot_sha256 or None,
+        consent_as_of=record.consent_as_of or None,
+    )
 
 
 def download_manifest(client: MlflowClient, model: ModelData, tmp: Path) -> Path:

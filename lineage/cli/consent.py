@@ -179,13 +179,35 @@ def export(
 
 
 @app.command()
-def verify(json_output: Json = False) -> None:
-    """Check the whole hash chain: any edit of the stored history is found."""
-    result = _store().verify()
+def verify(
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Check the database against its key and head file only, not against the "
+            "consent heads that runs recorded in MLflow.",
+        ),
+    ] = False,
+    json_output: Json = False,
+) -> None:
+    """Check the whole log: the hash chain, every event's MAC, the anchored heads (head file
+    and, unless --offline, every run's recorded consent head). Any edit, deletion,
+    reordering or truncation of the stored history is found and named."""
+    settings = Settings.from_env()
+    anchors = []
+    if not offline:
+        from lineage.consent.recorded import heads_recorded_in_mlflow
+        from lineage.registry import mlflow_client
+
+        anchors = heads_recorded_in_mlflow(mlflow_client(settings.mlflow_uri))
+    result = ConsentStore.from_settings(settings).verify(anchors)
+    result["mlflow_checked"] = not offline
     if json_output:
         emit_json(result)
         return
     console.print(
         f"[green]intact[/green]: {result['events']} events, {result['patients']} patients, "
-        f"head {result['head_seq']} {result['head_hash']}"
+        f"head {result['head_seq']} {result['head_hash']}; every MAC valid under "
+        f"{result['key']}; {result['anchored_heads']} anchored heads"
+        + (f", {result['external_anchors']} heads recorded in MLflow" if not offline else "")
     )

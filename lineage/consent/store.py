@@ -9,6 +9,7 @@ would fail and retry rather than fork the chain: concurrent writers never lose a
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -23,12 +24,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     select,
     text,
+    update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from lineage.config import Settings
+from lineage.consent.anchor import ConsentAnchor, Head, check_heads
 from lineage.consent.events import (
     ConsentError,
     ConsentEvent,
@@ -39,6 +43,8 @@ from lineage.consent.events import (
 from lineage.consent.registry_csv import RegistryRow
 from lineage.consent.snapshot import Snapshot
 from lineage.sqlstore import SqlStore, is_sqlite
+
+log = logging.getLogger("lineage.consent")
 
 ENV_VAR = "LINEAGE_CONSENT_DB"
 MAX_APPEND_ATTEMPTS = 50
@@ -64,6 +70,9 @@ events_table = Table(
     Column("reason", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False, unique=True),
     Column("hash", String(64), nullable=False, unique=True),
+    # HMAC of `hash` under the consent key (lineage.consent.anchor); NULL only in a database
+    # from before keyed logs, which is sealed once on first use.
+    Column("mac", String(64), nullable=True),
 )
 
 
@@ -118,15 +127,73 @@ def _event(row: Any) -> ConsentEvent:
 
 
 class ConsentStore(SqlStore):
+    """The registry; `anchor` holds the key and head file that make its log tamper-evident
+    (see `lineage.consent.anchor`): every read verifies the chain, every MAC and every
+    anchored head before deriving anything."""
+
     env_var = ENV_VAR
     what = "consent registry"
     hint = f"check {ENV_VAR} (a writable SQLite path or a reachable database)"
     metadata = metadata
     error = ConsentError
 
+    def __init__(self, url: str, *, anchor: ConsentAnchor) -> None:
+        super().__init__(url)
+        self.anchor = anchor
+        try:
+            self._add_mac_column()
+        except SQLAlchemyError as exc:
+            raise self.unusable(exc) from None
+        self._seal_legacy_log()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsentStore:
+        url, is_default = cls.settings_url(settings)
+        if is_default:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        anchor = ConsentAnchor.for_database(settings.home, url, settings.consent_key)
+        return cls(url, anchor=anchor)
+
     @classmethod
     def settings_url(cls, settings: Settings) -> tuple[str, bool]:
         return settings.consent_db, settings.consent_db_override is None
+
+    def _add_mac_column(self) -> None:
+        columns = {c["name"] for c in inspect(self.engine).get_columns("consent_events")}
+        if "mac" not in columns:
+            with self.engine.begin() as connection:
+                connection.execute(text("ALTER TABLE consent_events ADD COLUMN mac VARCHAR(64)"))
+
+    def _seal_legacy_log(self) -> None:
+        """A log written before events were keyed (no MACs, no head file) is verified as a
+        hash chain and sealed under the key once; after that, an event without a valid MAC
+        is tampering."""
+        if self.anchor.heads():
+            return
+        with self.engine.begin() as connection:
+            self._lock_for_writing(connection)
+            rows = list(connection.execute(select(events_table).order_by(events_table.c.seq)))
+            if not rows or any(row.mac is not None for row in rows):
+                return
+            events = [_event(row) for row in rows]
+            verify_chain(events)
+            for event in events:
+                connection.execute(
+                    update(events_table)
+                    .where(events_table.c.seq == event.seq)
+                    .values(mac=self.anchor.event_mac(event))
+                )
+        self.anchor.record_head(events[-1])
+        log.warning(
+            "consent log sealed: %d events from before keyed logs verified as a hash chain and "
+            "MAC'd under %s",
+            len(events),
+            self.anchor.key_source,
+        )
+
+    def _lock_for_writing(self, connection: Connection) -> None:
+        if not is_sqlite(self.engine):
+            connection.execute(text("LOCK TABLE consent_events IN SHARE ROW EXCLUSIVE MODE"))
 
     # -- reading -------------------------------------------------------------------------------
     def _begin_read(self, connection: Connection) -> None:
@@ -134,9 +201,13 @@ class ConsentStore(SqlStore):
             connection.execute(text("LOCK TABLE consent_events IN SHARE MODE"))
 
     def _events(self, connection: Connection) -> list[ConsentEvent]:
-        rows = connection.execute(select(events_table).order_by(events_table.c.seq))
+        """The whole log, verified: the hash chain, every event's MAC, every anchored head."""
+        rows = list(connection.execute(select(events_table).order_by(events_table.c.seq)))
         events = [_event(row) for row in rows]
         verify_chain(events)
+        for event, row in zip(events, rows, strict=True):
+            self.anchor.check_event(event, row.mac)
+        check_heads(events, self.anchor.heads())
         return events
 
     def events(self) -> list[ConsentEvent]:
@@ -225,10 +296,7 @@ class ConsentStore(SqlStore):
         for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
             try:
                 with self.engine.begin() as connection:
-                    if not is_sqlite(self.engine):
-                        connection.execute(
-                            text("LOCK TABLE consent_events IN SHARE ROW EXCLUSIVE MODE")
-                        )
+                    self._lock_for_writing(connection)
                     events = self._events(connection)
                     now = utc_now()
                     head = events[-1] if events else None
@@ -237,8 +305,13 @@ class ConsentStore(SqlStore):
                         head = chain_event(head, patient_id, action, now, actor, reason)
                         added.append(head)
                     if added:
-                        connection.execute(events_table.insert(), [e.__dict__ for e in added])
-                    return added
+                        connection.execute(
+                            events_table.insert(),
+                            [{**e.__dict__, "mac": self.anchor.event_mac(e)} for e in added],
+                        )
+                if added:
+                    self.anchor.record_head(added[-1])  # after the commit: never ahead of it
+                return added
             except IntegrityError:
                 if attempt == MAX_APPEND_ATTEMPTS:
                     raise ConsentError(
@@ -356,8 +429,12 @@ class ConsentStore(SqlStore):
         self._append(plan)
         return ImportReport(source=source, rows=len(rows), **report)
 
-    def verify(self) -> dict[str, Any]:
+    def verify(self, anchors: list[Head] | None = None) -> dict[str, Any]:
+        """The whole log verified (chain, MACs, head file), and also against `anchors`
+        recorded elsewhere (datasets' and runs' consent heads)."""
         events = self.events()
+        extra = anchors or []
+        check_heads(events, extra)
         return {
             "ok": True,
             "registry": self.shown_url,
@@ -365,6 +442,10 @@ class ConsentStore(SqlStore):
             "patients": len({e.patient_id for e in events}),
             "head_seq": events[-1].seq if events else 0,
             "head_hash": events[-1].hash if events else None,
+            "key": self.anchor.key_source,
+            "head_file": str(self.anchor.head_file),
+            "anchored_heads": len(self.anchor.heads()),
+            "external_anchors": len(extra),
         }
 
 

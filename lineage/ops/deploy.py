@@ -3,7 +3,6 @@ the inference server, exactly the path SageMaker takes (CreateModel from model.t
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import os
 import shutil
@@ -12,7 +11,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -21,6 +20,8 @@ import httpx
 from lineage import contract
 from lineage.config import Settings
 from lineage.errors import LineageError
+from lineage.integrity import checked_run, model_dir_checks, require
+from lineage.record import LineageRecord
 from lineage.registry import mlflow_client, resolve
 from local.runner.training import tar_directory
 from local.stack import process
@@ -41,6 +42,7 @@ def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> dict[str, A
     registered = resolve(client, ref)
     name, version = registered.name, registered.version
     alias = ref.rsplit("@", 1)[1] if "@" in ref else None
+    run = checked_run(client, registered)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
@@ -48,29 +50,11 @@ def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> dict[str, A
                 artifact_uri=f"models:/{name}/{version}", dst_path=tmp
             )
         )
-        lineage_file = local / "lineage.json"
-        if not lineage_file.is_file():
-            raise LineageError(
-                f"{name}/{version} has no lineage.json",
-                "it was not trained by `lineage train`; retrain it",
-            )
-        lineage = json.loads(lineage_file.read_text())
-        tagged = registered.tags.get("data_git_commit_id")
-        if tagged and tagged != lineage.get("data_git_commit_id"):
-            raise LineageError(
-                f"{name}/{version}: registry says data commit {tagged}, the artifact says "
-                f"{lineage.get('data_git_commit_id')}",
-                "do not deploy it; investigate",
-            )
-        lineage.update(
-            {
-                "model_name": name,
-                "model_version": version,
-                "alias": alias,
-                "run_id": registered.run_id or lineage.get("run_id"),
-            }
-        )
-        lineage_file.write_text(json.dumps(lineage, indent=2) + "\n")
+        # the bytes about to be served must be the bytes the run trained and recorded
+        require(model_dir_checks(run, local, "the registered"), registered.ref, "deployable")
+        served = replace(LineageRecord.read(local), model_version=version, alias=alias)
+        served.write(local)
+        lineage = served.to_json()
         if endpoint_dir.exists():
             shutil.rmtree(endpoint_dir)
         tarball = tar_directory(local, endpoint_dir / "model.tar.gz")

@@ -150,6 +150,10 @@ def promote(settings: Settings, model: str, alias: str) -> dict[str, Any]:
     if version is None:
         raise LineageError("promote takes an exact version", "use --model NAME/VERSION")
     client = MlflowClient(settings.mlflow_uri)
+    from lineage.integrity import checked_run
+    from lineage.registry import resolve
+
+    checked_run(client, resolve(client, ref))  # an alias points only at a provable version
     try:
         previous = None
         try:

@@ -8,9 +8,11 @@ this model see" has one answer in the code base.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lineage.errors import LineageError
+from lineage.integrity import Check, agree, version_checks
+from lineage.record import LineageRecord
 from lineage.redact import REDACTED
 from lineage.registry import (
     RegisteredVersion,
@@ -24,25 +26,6 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 TRAINING_STAGE = "training"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One comparison a query made: two records of the same fact, and whether they agree."""
-
-    name: str
-    ok: bool
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
-
-
-def agree(name: str, what: str, expected: object, actual: object) -> Check:
-    """A check that two records hold the same value."""
-    if expected == actual:
-        return Check(name, True, f"{what}: {actual}")
-    return Check(name, False, f"{what}: expected {expected}, found {actual}")
 
 
 @dataclass(frozen=True)
@@ -113,34 +96,27 @@ def recorded_data(
             "pass the repository URL with its credentials as --repo-url (or configure a git "
             "credential helper and pass the URL without them)",
         )
+    record = LineageRecord.from_run(run)
+    for fact in ("dvc_tag", "data_git_commit_id", "dataset_md5", "manifest_sha256"):
+        run.param(fact)  # a missing one is an error naming it
     return RecordedData(
         run=run,
         version=version,
         repo_url=usable,
         shown_repo=shown,
-        tag=run.param("dvc_tag"),
-        commit=run.param("data_git_commit_id"),
-        dataset_md5=run.param("dataset_md5"),
-        manifest_sha256=run.param("manifest_sha256"),
-        data_version=run.params.get("data_version", ""),
+        tag=record.dvc_tag,
+        commit=record.data_git_commit_id,
+        dataset_md5=record.dataset_md5,
+        manifest_sha256=record.manifest_sha256,
+        data_version=record.data_version,
     )
 
 
 def registry_checks(data: RecordedData) -> list[Check]:
-    """The registry version's tags repeat the run's data params: they must agree."""
+    """The version's run finished, recorded everything, and the version's tags repeat it."""
     if data.version is None:
         return []
-    tags = data.version.tags
-    checks = []
-    for key, value in (
-        ("data_git_commit_id", data.commit),
-        ("dvc_tag", data.tag),
-        ("dataset_md5", data.dataset_md5),
-    ):
-        if key in tags:
-            checks.append(
-                agree(f"registry {key}", f"{data.version.ref} tag vs run", value, tags[key])
-            )
-        else:
-            checks.append(Check(f"registry {key}", False, f"{data.version.ref} lacks tag {key}"))
-    return checks
+    return version_checks(data.version, data.run)
+
+
+__all__ = ["Check", "RecordedData", "agree", "locate", "recorded_data", "registry_checks"]

@@ -23,12 +23,14 @@ from lineage.config import Settings
 from lineage.dvcremote import DvcRemote
 from lineage.errors import LineageError
 from lineage.hashing import bytes_sha256, file_sha256
+from lineage.integrity import model_dir_checks
 from lineage.query.chain import Check, RecordedData, agree, locate, recorded_data, registry_checks
+from lineage.record import LineageRecord
 from lineage.redact import redact_url
 from lineage.registry import download_artifact, mlflow_client
 from lineage.storage import s3_client
 
-WEIGHTS_ARTIFACT = "model/weights.pt"
+MODEL_ARTIFACT = "model"  # the run's copy of the MLflow model (what the registry serves)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,11 @@ def trace(
 
     with tempfile.TemporaryDirectory(prefix="lineage-trace-") as tmp:
         if served is not None:
-            checks += _endpoint_checks(client, served, data, Path(tmp))
+            checks += _endpoint_checks(served, data)
+        model_dir = Path(
+            download_artifact(client, run.run_id, MODEL_ARTIFACT, str(Path(tmp) / "m"))
+        )
+        checks += model_dir_checks(run, model_dir, "the artifact store's")
         link, data_checks = _data_link(settings, client, data, Path(tmp))
     checks += data_checks
     return Trace(
@@ -163,10 +169,10 @@ def trace(
     )
 
 
-def _endpoint_checks(
-    client: Any, served: dict[str, Any], data: RecordedData, tmp: Path
-) -> list[Check]:
-    """The running model must be the registered one: same run, data and weights."""
+def _endpoint_checks(served: dict[str, Any], data: RecordedData) -> list[Check]:
+    """The running model must be the registered one: same run, data and weights. The
+    weights are compared with the digest the run recorded when it trained them, never with
+    the artifact store's current bytes (which an attacker could have swapped too)."""
     checks = [
         agree("endpoint run", "served run_id vs registry", data.run.run_id, served.get("run_id")),
         agree(
@@ -178,14 +184,13 @@ def _endpoint_checks(
         checks.append(
             agree("endpoint dataset md5", "served vs run", data.dataset_md5, served["dataset_md5"])
         )
-    weights = Path(download_artifact(client, data.run.run_id, WEIGHTS_ARTIFACT, str(tmp / "w")))
-    registered = file_sha256(weights)
+    recorded = LineageRecord.from_run(data.run).weights_sha256 or "not recorded by the run"
     if served.get("weights_sha256"):
         checks.append(
             agree(
                 "endpoint weights",
-                "sha256 of the served weights vs the run's",
-                registered,
+                "sha256 of the served weights vs the run's record",
+                recorded,
                 served["weights_sha256"],
             )
         )

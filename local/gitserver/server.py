@@ -35,10 +35,46 @@ def valid_repo_name(name: str) -> bool:
     return bool(_REPO_NAME.match(name)) and ".." not in name and not name.endswith(".git")
 
 
+# A dataset tag names the exact data a model was trained on: once pushed it never moves and
+# is never deleted. git's receive.denyNonFastForwards / denyDeletes protect only branches,
+# so the rule is a pre-receive hook (git runs it inside `git http-backend`, for every push,
+# before any ref changes; its stderr reaches the pusher as "remote: ...").
+IMMUTABLE_TAGS_HOOK = """#!/bin/sh
+# model-lineage: dataset tags are immutable (installed by the embedded git server).
+status=0
+while read -r old new ref; do
+  case "$ref" in
+    refs/tags/*)
+      case "$old" in
+        *[!0]*)
+          case "$new" in *[!0]*) what="moved" ;; *) what="deleted" ;; esac
+          echo "refused: tag ${ref#refs/tags/} cannot be $what: dataset tags are immutable" \
+            "(a tag names the exact data a model was trained on); publish a new version" \
+            "with a new tag instead" >&2
+          status=1 ;;
+      esac ;;
+  esac
+done
+exit $status
+"""
+
+
+def install_hooks(repo: Path) -> None:
+    """(Re)write the immutable-tags hook of a bare repository; idempotent."""
+    hook = repo / "hooks" / "pre-receive"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    if not hook.is_file() or hook.read_text() != IMMUTABLE_TAGS_HOOK:
+        tmp = hook.with_suffix(".tmp")
+        tmp.write_text(IMMUTABLE_TAGS_HOOK)
+        tmp.chmod(0o755)
+        tmp.replace(hook)
+
+
 def init_bare_repo(root: Path, name: str) -> tuple[Path, bool]:
     """Create ``<root>/<name>.git`` if missing. Returns its path and whether it was created."""
     path = root / f"{name}.git"
     if (path / "HEAD").is_file():
+        install_hooks(path)
         return path, False
     git = shutil.which("git") or "git"
     subprocess.run(
@@ -54,6 +90,7 @@ def init_bare_repo(root: Path, name: str) -> tuple[Path, bool]:
         ("receive.denyDeletes", "true"),
     ):
         subprocess.run([git, "config", "--file", str(path / "config"), key, value], check=True)
+    install_hooks(path)
     return path, True
 
 
@@ -261,6 +298,9 @@ def serve(root: Path, host: str, port: int) -> None:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
     root.mkdir(parents=True, exist_ok=True)
+    for repo in sorted(root.glob("*.git")):  # repos made by an older server get the hook too
+        if (repo / "HEAD").is_file():
+            install_hooks(repo)
     server = GitHTTPServer(root, (host, port))
 
     def stop(signum: int, _frame: FrameType | None) -> None:

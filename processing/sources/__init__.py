@@ -8,10 +8,11 @@ directory first (``/opt/ml/processing/input/source``), as a ProcessingInput woul
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import boto3
 
+from lineage.paths import PathContainmentError, contained
 from processing.sources import cifar10, cxr, digits, imagefolder, synthetic_cxr
 from processing.sources.base import SourceError, SourceRecord
 
@@ -77,7 +78,7 @@ def _materialize(location: str, input_dir: Path, *, single_file: bool) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     try:
         if single_file:
-            local = target / Path(prefix).name
+            local = contained(target, PurePosixPath(prefix).name, f"the source object {location}")
             client.download_file(bucket, prefix, str(local))
             return local
         paginator = client.get_paginator("list_objects_v2")
@@ -87,10 +88,14 @@ def _materialize(location: str, input_dir: Path, *, single_file: bool) -> Path:
                 relative = obj["Key"][len(prefix.rstrip("/")) + 1 :]
                 if not relative or relative.endswith("/"):
                     continue
-                local = target / relative
+                # checked before anything is written: a key like `p/../../x` must not land
+                # outside the job's input directory
+                local = contained(target, relative, f"S3 key {obj['Key']!r} under {location}")
                 local.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket, obj["Key"], str(local))
                 count += 1
+    except PathContainmentError as exc:
+        raise SourceError(f"{exc.message}; {exc.hint}") from None
     except Exception as exc:
         raise SourceError(f"cannot read {location}: {exc}") from None
     if count == 0:

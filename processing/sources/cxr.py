@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lineage.consent import registry_csv
 from lineage.errors import LineageError
+from lineage.paths import PathContainmentError, contained
 from processing.sources.base import SourceError, SourceRecord
 
 REGISTRY_NAME = "registry.csv"
@@ -38,7 +39,10 @@ def load(root: Path) -> list[SourceRecord]:
             if "://" in row.file_path
             else row.file_path
         )
-        path = root / relative
+        try:
+            path = contained(root, relative, f"{registry} line {row.line}")
+        except PathContainmentError as exc:
+            raise SourceError(f"{exc.message}; {exc.hint}") from None
         if not path.is_file():
             raise SourceError(f"{registry} line {row.line}: image {path} does not exist")
         records.append(

@@ -33,10 +33,16 @@ def load(root: Path) -> list[SourceRecord]:
 
 def _scan(directory: Path, split: str | None, prefix: str) -> list[SourceRecord]:
     records = []
+    real_root = directory.resolve()
     for class_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
         for path in sorted(class_dir.rglob("*")):
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 continue
+            if not path.resolve().is_relative_to(real_root):
+                raise SourceError(
+                    f"{path} is a symbolic link to {path.resolve()}, outside the source "
+                    f"{directory}: copy the image into the tree, or remove the link"
+                )
             _check_image(path)
             stem = path.relative_to(class_dir).with_suffix("").as_posix()
             records.append(

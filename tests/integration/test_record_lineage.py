@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -19,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from lineage import manifest
 from lineage.audit.queries import audit_excluded, audit_record, impact
 from lineage.config import Settings
+from lineage.consent.anchor import ConsentAnchor
 from lineage.storage import s3_client
 from tests.conftest import RunningStack, free_port_block, run_cli
 from tests.integration.conftest import DemoRun, demo_run
@@ -286,6 +288,45 @@ def test_the_report_is_self_contained_and_names_the_withdrawals(
     demo_report = json.loads(Path(scenario.result["report"]["json"]).read_text())
     assert demo_report["model"]["ref"] == scenario.ref("v2.0")
     assert not demo_report["verdict"]["action_required"]
+
+
+def test_a_truncated_consent_log_is_caught_even_with_its_head_file_rolled_back(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """Someone with write access to the consent database deletes the newest events (a
+    withdrawn patient would read as granted again). The head file catches it; if they could
+    also roll the head file back, the consent head v2.0's runs recorded in MLflow still do."""
+    settings = Settings.from_env(scenario.env)
+    db = Path(settings.consent_db.removeprefix("sqlite:///"))
+    head_file = ConsentAnchor.for_database(settings.home, settings.consent_db).head_file
+    v2_head = int(scenario.result["versions"]["v2.0"]["processing"]["consent"]["consent_head_seq"])
+    saved_heads = head_file.read_text()
+    with sqlite3.connect(db) as live, sqlite3.connect(tmp_path / "backup.db") as backup:
+        live.backup(backup)
+    try:
+        with sqlite3.connect(db) as connection:
+            connection.execute(
+                "DELETE FROM consent_events WHERE seq = (SELECT MAX(seq) FROM consent_events)"
+            )
+        out = run_cli("consent", "verify", env=scenario.env)
+        assert out.returncode != 0 and "events were deleted from the database" in out.stderr
+        out = run_cli("audit", "record", scenario.withdrawn[0], env=scenario.env)
+        assert out.returncode != 0 and "events were deleted" in out.stderr
+
+        with sqlite3.connect(db) as connection:
+            connection.execute(f"DELETE FROM consent_events WHERE seq >= {v2_head}")
+        kept = [line for line in saved_heads.splitlines() if json.loads(line)["seq"] < v2_head]
+        head_file.write_text("".join(f"{line}\n" for line in kept))
+        offline = run_cli("consent", "verify", "--offline", env=scenario.env)
+        assert offline.returncode == 0, offline.stderr  # the local anchors were rolled back too
+        online = run_cli("consent", "verify", env=scenario.env)
+        assert online.returncode != 0
+        assert f"event {v2_head} was anchored (MLflow run" in online.stderr
+    finally:
+        with sqlite3.connect(tmp_path / "backup.db") as backup, sqlite3.connect(db) as live:
+            backup.backup(live)
+        head_file.write_text(saved_heads)
+    assert cli(scenario, "consent", "verify")["external_anchors"] >= 4
 
 
 def test_bad_input_changes_nothing(scenario: Scenario, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lineage.consent import registry_csv
+from lineage.consent.anchor import ConsentAnchor
 from lineage.consent.events import ConsentError, ConsentIntegrityError, parse_time
 from lineage.consent.snapshot import Snapshot, consenting_sha256
 from lineage.consent.store import ConsentStore
@@ -24,9 +25,14 @@ REGISTRY = HEADER + (
 )
 
 
+def open_store(url: str, home: Path, key: str | None = None) -> ConsentStore:
+    """A store with its anchor (key file and head file) under `home`."""
+    return ConsentStore(url, anchor=ConsentAnchor.for_database(home, url, key))
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> ConsentStore:
-    store = ConsentStore(f"sqlite:///{tmp_path / 'consent.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'consent.db'}", tmp_path)
     store.import_rows(registry_csv.parse(REGISTRY), source="registry.csv", actor="test")
     return store
 
@@ -137,8 +143,8 @@ def test_a_direct_edit_of_the_database_is_detected(
         store.snapshot()  # nothing is derived from a broken history
 
 
-def _writer(url: str, patient: str, count: int) -> None:
-    store = ConsentStore(url)
+def _writer(url: str, home: Path, patient: str, count: int) -> None:
+    store = open_store(url, home)
     for i in range(count):
         store.record(
             patient, "withdraw" if i % 2 == 0 else "grant", actor=patient, reason=f"event {i}"
@@ -149,7 +155,7 @@ def test_concurrent_writers_lose_no_event(store: ConsentStore, tmp_path: Path) -
     url = f"sqlite:///{tmp_path / 'consent.db'}"
     context = multiprocessing.get_context("spawn")
     writers = [
-        context.Process(target=_writer, args=(url, patient, 15))
+        context.Process(target=_writer, args=(url, tmp_path, patient, 15))
         for patient in ("PAT-00001", "PAT-00002", "PAT-00003", "PAT-00001")
     ]
     for w in writers:
@@ -172,12 +178,12 @@ def test_snapshot_file_is_checked_by_its_reader(store: ConsentStore, tmp_path: P
 
 def test_unopenable_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"directory .* does not exist"):
-        ConsentStore(f"sqlite:///{tmp_path / 'missing' / 'consent.db'}")
+        open_store(f"sqlite:///{tmp_path / 'missing' / 'consent.db'}", tmp_path)
     with pytest.raises(ConfigError, match="not a database URL"):
-        ConsentStore("not a url")
+        open_store("not a url", tmp_path)
     (tmp_path / "file.db").write_text("this is not a database")
     with pytest.raises(ConsentError, match="cannot use the consent registry"):
-        ConsentStore(f"sqlite:///{tmp_path / 'file.db'}")
+        open_store(f"sqlite:///{tmp_path / 'file.db'}", tmp_path)
 
 
 def test_times_are_read_as_utc() -> None:
