@@ -5,6 +5,7 @@ is busy in a worker thread."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from starlette.routing import Route
 from inference.batcher import MicroBatcher
 from inference.codec import (
     MAX_BODY_BYTES,
+    Limits,
     RequestError,
     check_accept,
     custom_attributes,
@@ -26,6 +28,8 @@ from inference.codec import (
 )
 from inference.model import LoadedModel
 from lineage.transforms import build_transform
+
+log = logging.getLogger("lineage.inference")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -47,8 +51,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(model: LoadedModel, *, max_batch: int = 32, max_wait_ms: float = 2.0) -> Starlette:
+def create_app(
+    model: LoadedModel,
+    *,
+    max_batch: int = 32,
+    max_wait_ms: float = 2.0,
+    limits: Limits | None = None,
+) -> Starlette:
     transform = build_transform(model.image_size)
+    limits = limits or Limits.from_env()
     batcher = MicroBatcher(model.network, max_batch=max_batch, max_wait_ms=max_wait_ms)
     lineage = model.summary
     attributes = custom_attributes(lineage)
@@ -83,12 +94,15 @@ def create_app(model: LoadedModel, *, max_batch: int = 32, max_wait_ms: float = 
             content_type = request.headers.get("content-type")
 
             def decode() -> tuple[list[Any], bool]:
-                images, is_batch = decode_request(content_type, body)
-                return [transform(image) for image in images], is_batch
+                return decode_request(content_type, body, limits, transform)
 
             tensors, is_batch = await asyncio.to_thread(decode)
         except RequestError as exc:
             return JSONResponse(exc.body(), status_code=exc.status), False
+        except Exception as exc:  # a decoder bug must still answer JSON, and not kill us
+            log.exception("unexpected failure decoding a request")
+            failed = {"error": "internal error", "detail": f"{exc.__class__.__name__}"}
+            return JSONResponse(failed, status_code=500), False
         try:
             probabilities = await batcher.predict(tensors)  # counts the request out
         except Exception as exc:

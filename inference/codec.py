@@ -7,6 +7,8 @@ import base64
 import binascii
 import io
 import json
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,33 +47,81 @@ def check_accept(accept: str | None) -> None:
     )
 
 
-def decode_image(data: bytes, what: str = "body") -> Image.Image:
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server, so no body can exhaust its memory or CPU:
+    pixels per image (read from the image's header, before a byte is decoded), images per
+    JSON request, and pixels per request. Over a limit: 413 with the limit named."""
+
+    max_pixels: int = 4096 * 4096
+    max_instances: int = 64
+    max_request_pixels: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
+        env = os.environ if env is None else env
+        defaults = cls()
+        values = {}
+        for name, var in (
+            ("max_pixels", "LINEAGE_MAX_IMAGE_PIXELS"),
+            ("max_instances", "LINEAGE_MAX_INSTANCES"),
+            ("max_request_pixels", "LINEAGE_MAX_REQUEST_PIXELS"),
+        ):
+            raw = env.get(var, "")
+            if not raw:
+                values[name] = getattr(defaults, name)
+            elif raw.isdigit() and int(raw) > 0:
+                values[name] = int(raw)
+            else:
+                raise ValueError(f"{var}={raw!r} is not a positive integer")
+        return cls(**values)
+
+
+# Formats a client may send (PIL knows dozens, each a decoder to attack; these are the ones
+# image classifiers are fed).
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+
+
+def decode_image(data: bytes, what: str = "body", limits: Limits = Limits()) -> Image.Image:
+    """One image, decoded only after its declared size is known to be within the limit."""
     if not data:
         raise RequestError(400, "empty image", f"the {what} is empty")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise RequestError(
+                    413,
+                    "image too large",
+                    f"{what} declares {width}x{height} pixels; the limit is "
+                    f"{limits.max_pixels} pixels per image (LINEAGE_MAX_IMAGE_PIXELS)",
+                )
             image.load()  # truncated files fail here, not later in the model
             return image.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise RequestError(413, "image too large", f"{what}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise RequestError(400, "undecodable image", f"{what}: {exc}") from None
+        raise RequestError(
+            400, "undecodable image", f"{what}: {exc} (accepted: {', '.join(FORMATS)})"
+        ) from None
 
 
-def decode_request(content_type: str | None, body: bytes) -> tuple[list[Image.Image], bool]:
-    """(images, is_batch). Raw image bytes are one image; JSON is ``{"instances": [b64...]}``."""
+def decode_request(
+    content_type: str | None,
+    body: bytes,
+    limits: Limits = Limits(),
+    convert: Callable[[Image.Image], Any] = lambda image: image,
+) -> tuple[list[Any], bool]:
+    """(images, is_batch). Raw image bytes are one image; JSON is ``{"instances": [b64...]}``.
+    Each image goes through `convert` (the model's transform) as soon as it is decoded, so a
+    request holds at most one full-size image at a time."""
     kind = media_type(content_type)
     if kind in IMAGE_TYPES:
-        return [decode_image(body)], False
+        return [convert(decode_image(body, limits=limits))], False
     if kind == JSON_TYPE:
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(400, "malformed JSON", str(exc)) from None
-        instances = payload.get("instances") if isinstance(payload, dict) else None
-        if not isinstance(instances, list) or not instances:
-            raise RequestError(
-                400, "malformed JSON", 'expected {"instances": [<base64 image>, ...]} with 1+ items'
-            )
-        images = []
+        instances = _instances(body, limits)
+        converted = []
+        budget = limits.max_request_pixels
         for i, item in enumerate(instances):
             if isinstance(item, dict):
                 item = item.get("b64")
@@ -81,14 +131,47 @@ def decode_request(content_type: str | None, body: bytes) -> tuple[list[Image.Im
                 raw = base64.b64decode(item, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise RequestError(400, "malformed base64", f"instances[{i}]: {exc}") from None
-            images.append(decode_image(raw, f"instances[{i}]"))
-        return images, True
+            image = decode_image(raw, f"instances[{i}]", limits)
+            budget -= image.width * image.height
+            if budget < 0:
+                raise RequestError(
+                    413,
+                    "request too large",
+                    f"the instances up to [{i}] hold over {limits.max_request_pixels} pixels "
+                    "(LINEAGE_MAX_REQUEST_PIXELS): split the batch",
+                )
+            converted.append(convert(image))
+        return converted, True
     raise RequestError(
         415,
         "unsupported content type",
         f"{content_type!r}: send image/png, image/jpeg, application/x-image, "
         f"application/octet-stream or {JSON_TYPE}",
     )
+
+
+def _instances(body: bytes, limits: Limits) -> list[Any]:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, "malformed JSON", str(exc)) from None
+    except RecursionError:
+        raise RequestError(
+            400, "malformed JSON", 'nested too deeply: send {"instances": [<base64>, ...]}'
+        ) from None
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise RequestError(
+            400, "malformed JSON", 'expected {"instances": [<base64 image>, ...]} with 1+ items'
+        )
+    if len(instances) > limits.max_instances:
+        raise RequestError(
+            413,
+            "too many instances",
+            f"{len(instances)} instances; the limit is {limits.max_instances} per request "
+            "(LINEAGE_MAX_INSTANCES): split the batch",
+        )
+    return instances
 
 
 def prediction(

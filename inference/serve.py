@@ -16,6 +16,7 @@ import torch
 import uvicorn
 
 from inference.app import create_app
+from inference.codec import Limits
 from inference.model import ModelDirError, load_model_dir
 from lineage import contract
 
@@ -28,6 +29,14 @@ def _int_env(name: str, default: int) -> int:
         return int(raw) if raw else default
     except ValueError:
         sys.exit(f"{name}={raw!r} is not an integer")
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        sys.exit(f"{name}={raw!r} is not a number")
 
 
 def torch_threads(workers: int) -> int:
@@ -47,9 +56,7 @@ def model_dir_from_env() -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """`serve [--model-dir DIR]` (SageMaker passes no options: /opt/ml/model)."""
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    contract.configure_job_logging(sys.stdout)
     args = list(sys.argv[2:] if argv is None else argv)
     model_dir = model_dir_from_env()
     if args[:1] == ["--model-dir"] and len(args) == 2:
@@ -60,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     port = _int_env("SAGEMAKER_BIND_TO_PORT", 8080)
     workers = _int_env("SAGEMAKER_MODEL_SERVER_WORKERS", 1)
     max_batch = _int_env("LINEAGE_MAX_BATCH", 32)
-    max_wait_ms = float(os.environ.get("LINEAGE_MAX_BATCH_WAIT_MS", "2"))
+    max_wait_ms = _float_env("LINEAGE_MAX_BATCH_WAIT_MS", 2.0)
+    try:
+        limits = Limits.from_env()
+    except ValueError as exc:
+        sys.exit(f"cannot serve: {exc}")
     host = os.environ.get("LINEAGE_SERVE_HOST", "0.0.0.0")  # noqa: S104 - a container serves all
     try:
         model = load_model_dir(model_dir)
@@ -78,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         workers,
     )
     if workers == 1:
-        app = create_app(model, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        app = create_app(model, max_batch=max_batch, max_wait_ms=max_wait_ms, limits=limits)
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=25)
     else:
         uvicorn.run(
@@ -98,5 +109,5 @@ def app_factory() -> object:
     return create_app(
         load_model_dir(model_dir_from_env()),
         max_batch=_int_env("LINEAGE_MAX_BATCH", 32),
-        max_wait_ms=float(os.environ.get("LINEAGE_MAX_BATCH_WAIT_MS", "2")),
+        max_wait_ms=_float_env("LINEAGE_MAX_BATCH_WAIT_MS", 2.0),
     )

@@ -8,14 +8,19 @@ not know the difference. `Settings.describe()` is what ``lineage stack status --
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lineage.credentials import CREDENTIALS_FILE, StackCredentials
 from lineage.errors import ConfigError
 from lineage.redact import redact_url
+
+GIT_TOKEN_ENV = "LINEAGE_GIT_TOKEN"  # noqa: S105 - the variable's name, not a token
+GIT_AUTH_URL_ENV = "LINEAGE_GIT_AUTH_URL"  # the only server the token is sent to
 
 # Ports below the Linux ephemeral range (32768+), away from 5000 (MLflow), 8080 (SageMaker
 # serving), 8333/9333 (SeaweedFS), 9000 (MinIO).
@@ -27,10 +32,10 @@ DEFAULT_SEAWEED_PORT_BASE = (
 )
 SEAWEED_INTERNAL_PORTS = 7
 
-# The embedded SeaweedFS runs without identities (no auth), so any key pair works; these are
-# not secrets, they only keep AWS SDKs from refusing to sign.
-EMBEDDED_ACCESS_KEY_ID = "lineage-local"
-EMBEDDED_SECRET_ACCESS_KEY = "lineage-local-not-a-secret"  # noqa: S105 - see above
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# What an AWS user's shell holds besides a key pair; meaningless (or fatal) with other keys.
+AMBIENT_AWS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
+MLFLOW_ADMIN = "admin"  # the MLflow basic-auth user of the embedded stack
 
 ENV_VARS: dict[str, str] = {
     "LINEAGE_HOME": "state directory of the embedded stack (default ./.lineage)",
@@ -100,8 +105,9 @@ class Settings:
     mlflow_bucket: str = "lineage-mlflow"
     startup_timeout: float = 180.0
     weed_bin: str | None = None
-    aws_access_key_id: str = EMBEDDED_ACCESS_KEY_ID
-    aws_secret_access_key: str = field(default=EMBEDDED_SECRET_ACCESS_KEY, repr=False)
+    # an external store's key pair (the standard AWS variables); the embedded store has its own
+    external_access_key_id: str | None = None
+    external_secret_access_key: str | None = field(default=None, repr=False)
     aws_region: str = "us-east-1"
     image_registry: str = ""
     image_tag: str = "latest"
@@ -114,7 +120,8 @@ class Settings:
         env = os.environ if env is None else env
         home = Path(env.get("LINEAGE_HOME") or ".lineage").expanduser().absolute()
         s3_override = env.get("LINEAGE_S3_ENDPOINT") or None
-        # Embedded store: fixed non-secret keys. External store: the standard AWS chain.
+        # Embedded store: its own key pair (lineage.credentials), whatever AWS_* holds.
+        # External store: the standard AWS chain.
         key_id = env.get("AWS_ACCESS_KEY_ID") if s3_override else None
         secret = env.get("AWS_SECRET_ACCESS_KEY") if s3_override else None
         return cls(
@@ -130,8 +137,8 @@ class Settings:
             mlflow_bucket=env.get("LINEAGE_MLFLOW_BUCKET") or "lineage-mlflow",
             startup_timeout=_env_float(env, "LINEAGE_STARTUP_TIMEOUT", 180.0),
             weed_bin=env.get("LINEAGE_WEED_BIN") or None,
-            aws_access_key_id=key_id or EMBEDDED_ACCESS_KEY_ID,
-            aws_secret_access_key=secret or EMBEDDED_SECRET_ACCESS_KEY,
+            external_access_key_id=key_id or None,
+            external_secret_access_key=secret or None,
             aws_region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1",
             image_registry=(env.get("LINEAGE_IMAGE_REGISTRY") or "").rstrip("/"),
             image_tag=env.get("LINEAGE_IMAGE_TAG") or "latest",
@@ -139,6 +146,34 @@ class Settings:
             index_db_override=env.get("LINEAGE_INDEX_DB") or None,
             consent_key=env.get("LINEAGE_CONSENT_KEY") or None,
         )
+
+    # -- credentials ---------------------------------------------------------------------------
+    @functools.cached_property
+    def credentials(self) -> StackCredentials:
+        """The embedded stack's own secrets (created in LINEAGE_HOME on first use)."""
+        return StackCredentials.load_or_create(self.home)
+
+    @property
+    def aws_access_key_id(self) -> str | None:
+        if self.embedded_s3:
+            return self.credentials.s3_access_key
+        return self.external_access_key_id
+
+    @property
+    def aws_secret_access_key(self) -> str | None:
+        if self.embedded_s3:
+            return self.credentials.s3_secret_key
+        return self.external_secret_access_key
+
+    @property
+    def exposed(self) -> bool:
+        """Bound beyond loopback: reachable from other machines (or containers)."""
+        return self.host not in LOOPBACK_HOSTS and not self.host.startswith("127.")
+
+    @property
+    def mlflow_auth(self) -> bool:
+        """The embedded MLflow asks for basic auth (when it is exposed)."""
+        return self.embedded_mlflow and self.exposed
 
     # -- where things are --------------------------------------------------------------------
     @property
@@ -194,15 +229,32 @@ class Settings:
 
     # -- what clients (jobs, DVC, MLflow, boto3) need in their environment --------------------
     def client_env(self) -> dict[str, str]:
-        """Environment for a process that talks to this stack (a job, the dvc CLI, a test)."""
-        return {
-            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+        """Environment for a process that talks to this stack (a job, the dvc CLI, a test):
+        endpoints and credentials, passed by environment (never argv or config files).
+
+        With the embedded store the key pair is the stack's own; merge it over an
+        environment with `merge_env`, which drops the user's session token and profile."""
+        env = {
             "AWS_DEFAULT_REGION": self.aws_region,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
             "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            **self.stack_auth_env(),
         }
+        if self.aws_access_key_id and self.aws_secret_access_key:
+            env["AWS_ACCESS_KEY_ID"] = self.aws_access_key_id
+            env["AWS_SECRET_ACCESS_KEY"] = self.aws_secret_access_key
+        return env
+
+    def stack_auth_env(self) -> dict[str, str]:
+        """What a client of the embedded git server and MLflow needs to authenticate: the
+        git token (sent only to this git server, see `lineage.gitops.tool_env`) and, when
+        MLflow asks for basic auth, its user and password."""
+        env = {GIT_TOKEN_ENV: self.credentials.git_token, GIT_AUTH_URL_ENV: self.git_url}
+        if self.mlflow_auth:
+            env["MLFLOW_TRACKING_USERNAME"] = MLFLOW_ADMIN
+            env["MLFLOW_TRACKING_PASSWORD"] = self.credentials.mlflow_password
+        return env
 
     def describe(self) -> dict[str, Any]:
         """The resolved settings as plain JSON-able data, credentials redacted."""
@@ -226,3 +278,27 @@ class Settings:
             "index_db": redact_url(self.index_db),
             "images": {n: self.image_uri(n) for n in ("processing", "training", "inference")},
         }
+
+
+def export_stack_auth(settings: Settings) -> None:
+    """Give this process what its own git and MLflow clients need to reach the embedded
+    stack (the git token, MLflow's basic-auth user): only once the stack has credentials,
+    and never over a value the user set. AWS variables are left alone: S3 clients get the
+    stack's keys explicitly, and `lineage sagemaker` needs the user's own."""
+    if not (settings.home / CREDENTIALS_FILE).exists():
+        return
+    for key, value in settings.stack_auth_env().items():
+        os.environ.setdefault(key, value)
+
+
+def merge_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """`extra` over `base`. When `extra` brings an AWS key pair, the session token and
+    profile `base` holds are dropped unless `extra` sets them too: a user's token mixed with
+    the stack's keys fails every signature check, and a profile this machine (or a job's
+    container) lacks makes boto3 refuse to start."""
+    merged = {**base, **extra}
+    if "AWS_ACCESS_KEY_ID" in extra:
+        for key in AMBIENT_AWS:
+            if key not in extra:
+                merged.pop(key, None)
+    return merged

@@ -8,10 +8,13 @@ the job code is identical in both worlds.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lineage.redact import redact_text
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
@@ -91,9 +94,11 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def write_reason(path: Path, reason: str) -> None:
-    """Write an exit message / failure reason: UTF-8 (non-UTF-8 fails the job), 1 KiB."""
+    """Write an exit message / failure reason: UTF-8 (non-UTF-8 fails the job), 1 KiB, with
+    the credentials of any URL in it removed (SageMaker shows it to everyone who can
+    describe the job)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    encoded = reason.encode("utf-8")[:MESSAGE_LIMIT]
+    encoded = redact_text(reason).encode("utf-8")[:MESSAGE_LIMIT]
     path.write_text(encoded.decode("utf-8", errors="ignore"), encoding="utf-8")
 
 
@@ -149,3 +154,19 @@ class TrainingPaths:
     @property
     def work_dir(self) -> Path:
         return self.base / "input" / "work"
+
+
+class RedactingFormatter(logging.Formatter):
+    """A job's log lines with the credentials of every URL removed (a job's log is kept,
+    shipped to CloudWatch, read by people who must not see tokens)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+def configure_job_logging(stream: Any) -> None:
+    """The log setup every job shares: INFO lines, one format, redacted."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise

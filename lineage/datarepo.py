@@ -22,9 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 from lineage import manifest
 from lineage.dvchash import directory_md5
-from lineage.dvcremote import DirEntry, DvcRemote, summarize
+from lineage.dvcremote import DirEntry, DvcRemote, s3_watch, summarize
 from lineage.errors import LineageError
-from lineage.gitops import GitError, dvc, dvc_out_md5, git, tool_env
+from lineage.gitops import (
+    GIT_TIMEOUT_S,
+    GitError,
+    ServiceDownError,
+    dvc,
+    dvc_out_md5,
+    git,
+    split_credentials,
+    tool_env,
+)
 from lineage.hashing import bytes_sha256
 from lineage.manifest import DATASET_DIR, DVC_FILE, ManifestRow
 from lineage.paths import PathContainmentError
@@ -64,17 +73,25 @@ class VerifiedData:
 
 def tag_commit(repo_url: str, tag: str) -> str | None:
     """The commit `tag` points at on the server (peeled), or None when there is no such tag."""
-    result = subprocess.run(
-        ["git", "ls-remote", "--tags", repo_url, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}"],
-        capture_output=True,
-        text=True,
-        env=tool_env(),
-        check=False,
-    )
+    url, auth = split_credentials(repo_url)
+    try:
+        result = subprocess.run(
+            ["git", "ls-remote", "--tags", url, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}"],
+            capture_output=True,
+            text=True,
+            env=tool_env(auth),
+            check=False,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise LineageError(
+            f"the git server of {redact_url(repo_url)} did not answer within {GIT_TIMEOUT_S}s",
+            "check that the git server is up (`lineage stack status`)",
+        ) from None
     if result.returncode != 0:
         detail = result.stderr.strip().splitlines()[-1:] or [str(result.returncode)]
         raise LineageError(
-            f"cannot list tags of {redact_url(repo_url)}: {detail[0].replace(repo_url, '')}",
+            f"cannot list tags of {redact_url(repo_url)}: {detail[0].replace(url, '')}",
             "check that the git server is up (`lineage stack status`) and the URL is right",
         )
     refs: dict[str, str] = {}
@@ -110,14 +127,16 @@ def clone(
         shutil.rmtree(workdir)
     workdir.parent.mkdir(parents=True, exist_ok=True)
     shallow = ["--depth", "1", "--branch", tag] if tag and not commit else []
+    url, auth = split_credentials(repo_url)  # credentials: in git's env, not argv or .git
     try:
         git(
             "clone",
             "--quiet",
             *shallow,
-            repo_url,
+            url,
             str(workdir),
             cwd=workdir.parent,
+            env=auth,
             secrets=[repo_url],
         )
     except GitError as exc:
@@ -217,7 +236,9 @@ def pull_and_verify(
     check_listing(repo_dir, pointer, label, s3)
     log.info("step: dvc pull (%s, %d files)", pointer.md5, pointer.nfiles)
     try:
-        dvc("pull", "--jobs", "8", cwd=repo_dir, env=env)
+        dvc("pull", "--jobs", "8", cwd=repo_dir, env=env, watch=s3_watch(remote_url(repo_dir), env))
+    except ServiceDownError:
+        raise
     except LineageError as exc:
         _diagnose_pull(repo_dir, pointer, label, s3)
         raise LineageError(

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,7 +21,9 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from lineage.config import merge_env
 from lineage.errors import LineageError
+from lineage.gitops import ServiceWatch
 from lineage.paths import safe_relpath
 
 if TYPE_CHECKING:
@@ -154,3 +157,44 @@ def summarize(problems: list[ObjectProblem], limit: int = 5) -> str:
     shown = "; ".join(str(p) for p in problems[:limit])
     more = len(problems) - limit
     return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def s3_watch(remote_url: str, env: Mapping[str, str] | None = None) -> ServiceWatch:
+    """Is the S3 store of a DVC remote still answering? One quick HEAD of its bucket (5 s,
+    no retries), made with the endpoint and keys DVC itself uses (`env` over this process's
+    environment): any answer but a server error counts, even a denial."""
+    import boto3
+    from botocore.config import Config
+
+    from lineage.storage import keyed_session
+
+    merged = merge_env(os.environ, env or {})
+    bucket = urlsplit(remote_url).netloc
+    explicit = "AWS_ACCESS_KEY_ID" in (env or {})
+    make = keyed_session().client if explicit else boto3.client
+    probe_client = make(
+        "s3",
+        endpoint_url=merged.get("AWS_ENDPOINT_URL_S3") or merged.get("AWS_ENDPOINT_URL") or None,
+        aws_access_key_id=merged.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=merged.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=merged.get("AWS_SESSION_TOKEN") or None,
+        config=Config(connect_timeout=5, read_timeout=5, retries={"max_attempts": 1}),
+    )
+
+    def alive() -> bool:
+        try:
+            probe_client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            return status < 500
+        except BotoCoreError:
+            return False
+        return True
+
+    return ServiceWatch(
+        "S3 store",
+        str(probe_client.meta.endpoint_url),
+        alive,
+        "start it (`lineage stack up`, or check LINEAGE_S3_ENDPOINT / AWS_ENDPOINT_URL_S3) and "
+        "run again: nothing was tagged, and objects already uploaded are not sent twice",
+    )

@@ -6,6 +6,8 @@ traceback: the message says what went wrong, the hint says what to do next.
 
 from __future__ import annotations
 
+from lineage.redact import redact_text
+
 
 class LineageError(Exception):
     """An error the user can act on; `hint` tells them how."""
@@ -18,10 +20,14 @@ class LineageError(Exception):
         details: str | None = None,
         exit_code: int = 1,
     ) -> None:
+        # every message is shown somewhere (a terminal, a job's failure file, a log): URLs in
+        # it never carry their credentials
+        message = redact_text(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
-        self.details = details  # e.g. the tail of a service log, printed after the error line
+        self.hint = None if hint is None else redact_text(hint)
+        # e.g. the tail of a service log, printed after the error line
+        self.details = None if details is None else redact_text(details)
         self.exit_code = exit_code
 
     def __str__(self) -> str:

@@ -6,6 +6,7 @@ MLflow param, where anyone with read access to the tracking server would see the
 
 from __future__ import annotations
 
+import re
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 REDACTED = "***"
@@ -56,3 +57,14 @@ def _redact_query(query: str) -> str:
             value = REDACTED
         pairs.append(f"{key}{sep}{value}")
     return "&".join(pairs)
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{},;]+")
+
+
+def redact_text(text: str) -> str:
+    """Free text (an error from DVC or git, a log line, a failure reason) with every URL in
+    it redacted: a tool's message can quote an endpoint or remote URL with its credentials."""
+    if "://" not in text:
+        return text
+    return _URL.sub(lambda match: redact_url(match.group(0)), text)

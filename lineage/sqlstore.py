@@ -9,6 +9,7 @@ writer waits instead of failing.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
+from lineage.credentials import private_dir
 from lineage.errors import ConfigError, LineageError
 from lineage.redact import redact_url
 
@@ -49,7 +51,7 @@ def open_engine(url: str, env_var: str, what: str) -> Engine:
                     f"create it, or set {env_var} to a writable location",
                 )
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-        _serialise_sqlite(engine)
+        _serialise_sqlite(engine, Path(database) if database and database != ":memory:" else None)
         return engine
     try:
         return create_engine(url, pool_pre_ping=True)
@@ -65,7 +67,7 @@ def open_engine(url: str, env_var: str, what: str) -> Engine:
         ) from None
 
 
-def _serialise_sqlite(engine: Engine) -> None:
+def _serialise_sqlite(engine: Engine, path: Path | None) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
@@ -73,6 +75,15 @@ def _serialise_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        if path is not None:  # consent and lineage records: owner only, WAL files too
+            for each in (
+                path,
+                path.with_name(f"{path.name}-wal"),
+                path.with_name(f"{path.name}-shm"),
+            ):
+                with contextlib.suppress(OSError):
+                    if each.stat().st_mode & 0o077:
+                        each.chmod(0o600)
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
@@ -106,7 +117,7 @@ class SqlStore:
     def from_settings(cls, settings: Settings) -> Self:
         url, is_default = cls.settings_url(settings)
         if is_default:  # the default SQLite file lives in LINEAGE_HOME
-            settings.home.mkdir(parents=True, exist_ok=True)
+            private_dir(settings.home)
         return cls(url)
 
     @classmethod

@@ -16,8 +16,11 @@ if TYPE_CHECKING:
 
 
 def s3_client(settings: Settings, *, timeout: float = 10.0) -> S3Client:
-    """A boto3 S3 client for the configured endpoint, path-style (what SeaweedFS/MinIO need)."""
-    return boto3.client(
+    """A boto3 S3 client for the configured endpoint, path-style (what SeaweedFS/MinIO need).
+    The embedded store's client uses the stack's keys only: the user's AWS profile and session
+    token (from the environment) must neither replace nor mix with them."""
+    make = keyed_session().client if settings.embedded_s3 else boto3.client
+    client: S3Client = make(
         "s3",
         endpoint_url=settings.s3_endpoint,
         aws_access_key_id=settings.aws_access_key_id,
@@ -30,6 +33,16 @@ def s3_client(settings: Settings, *, timeout: float = 10.0) -> S3Client:
             retries={"max_attempts": 2, "mode": "standard"},
         ),
     )
+    return client
+
+
+def keyed_session() -> boto3.session.Session:
+    """A boto3 session for explicitly given keys: it does not read AWS_PROFILE (a profile
+    this machine lacks would make boto3 refuse to start) and so takes no session token."""
+    import botocore.session
+
+    core = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
+    return boto3.session.Session(botocore_session=core)
 
 
 def ensure_bucket(client: S3Client, bucket: str) -> bool:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,92 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
         )
 
 
+# MLflow's client retries a dead server 7 times with exponential backoff (over 8 minutes,
+# seen here) and waits 120 s per request: a job would hang long after its server is gone.
+# These bounds make a dead server fail a call in about 30 s and a hung one in a few minutes.
+CLIENT_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def bound_client_waits() -> None:
+    """Apply `CLIENT_LIMITS` to this process (a value the user set wins)."""
+    for key, value in CLIENT_LIMITS.items():
+        os.environ.setdefault(key, value)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Did an MLflow call fail because the server did not answer (as opposed to refusing)?"""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, requests.RequestException):
+        return True
+    text = str(getattr(exc, "message", exc))
+    return isinstance(exc, MlflowException) and "API request to" in text and "failed" in text
+
+
+@contextmanager
+def tracked_run(uri: str, run_name: str) -> Iterator[Any]:
+    """An MLflow run that ends FINISHED only when its block completes: on any failure it is
+    ended FAILED (best effort, bounded), and a server that stopped answering is named in
+    the error with what to do next, instead of a bare connection traceback."""
+    import mlflow
+
+    run = mlflow.start_run(run_name=run_name)
+    try:
+        yield run
+    except BaseException as exc:
+        ended = _end_failed(mlflow)
+        if unreachable(exc):
+            state = "was marked FAILED" if ended else "stays RUNNING until MLflow is back"
+            raise TrackingError(
+                f"the MLflow tracking server at {redact_url(uri)} stopped answering "
+                f"({str(getattr(exc, 'message', exc))[:200]})",
+                f"run {run.info.run_id} {state}; deploy and promote refuse anything an "
+                "unfinished run registered. Start MLflow (`lineage stack up`) and run the job "
+                "again",
+            ) from None
+        raise
+    mlflow.end_run()
+
+
+def _end_failed(mlflow: Any) -> bool:
+    try:
+        mlflow.end_run(status="FAILED")
+    except Exception as exc:
+        log.warning("could not mark the run FAILED: %s", str(exc)[:200])
+        return False
+    return True
+
+
+def fail_unfinished_runs(uri: str, job_name: str) -> list[str]:
+    """Runs of `job_name` still RUNNING after its job ended (a crash, a dead server) are
+    marked FAILED, so nothing reads them as in progress. Best effort: returns their ids."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    try:
+        check_reachable(uri, timeout=5)
+        client = MlflowClient(uri)
+        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+        runs = client.search_runs(
+            experiments,
+            filter_string=(
+                f"tags.training_job_name = '{job_name}' and attributes.status = 'RUNNING'"
+            ),
+            max_results=10,
+        )
+        for run in runs:
+            client.set_terminated(run.info.run_id, status="FAILED")
+    except Exception as exc:
+        log.warning("could not mark the runs of %s FAILED: %s", job_name, str(exc)[:200])
+        return []
+    return [run.info.run_id for run in runs]
+
+
 def log_run(
     *,
     uri: str,
@@ -75,7 +163,7 @@ def log_run(
     quiet_arn_plugin(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name) as run:
+    with tracked_run(uri, run_name) as run:
         mlflow.set_tags({STAGE_TAG: stage, **(tags or {})})
         mlflow.log_params({k: redact_url(str(v)) for k, v in params.items()})
         if metrics:

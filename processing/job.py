@@ -297,10 +297,8 @@ def _step(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
+    contract.configure_job_logging(sys.stdout)
+    tracking.bound_client_waits()
     paths = contract.ProcessingPaths.from_env()
     # SageMaker stops a job with SIGTERM. As PID 1 in a container a signal without a handler
     # is ignored, so the job would hang until SIGKILL: stop at once, with a reason. Nothing

@@ -21,9 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lineage.dvcremote import s3_watch
 from lineage.errors import LineageError
-from lineage.gitops import GitError, dvc, dvc_out_md5, dvc_out_md5_from_text, git
+from lineage.gitops import (
+    GitError,
+    ServiceDownError,
+    dvc,
+    dvc_out_md5,
+    dvc_out_md5_from_text,
+    git,
+    split_credentials,
+)
 from lineage.manifest import DATASET_DIR, DVC_FILE
+from lineage.redact import redact_url
 
 log = logging.getLogger("lineage.processing")
 
@@ -52,7 +62,9 @@ class DatasetRepo:
     def __init__(
         self, url: str, workdir: Path, remote_url: str, step: Callable[[str], None] = log.info
     ) -> None:
-        self.url = url
+        # credentials in the URL go to git through its environment, never argv or .git/config
+        self.url, self.auth = split_credentials(url)
+        self.shown_url = redact_url(url)
         self.dir = workdir
         self.remote_url = remote_url
         self.step = step
@@ -62,7 +74,9 @@ class DatasetRepo:
         return self.dir / DATASET_DIR
 
     def _git(self, *args: str, check: bool = True) -> str:
-        return git(*args, cwd=self.dir, check=check, secrets=[self.url]).stdout.strip()
+        return git(
+            *args, cwd=self.dir, check=check, env=self.auth, secrets=[self.url]
+        ).stdout.strip()
 
     # -- before the data is written ------------------------------------------------------------
     def prepare(self, tag: str) -> None:
@@ -73,7 +87,13 @@ class DatasetRepo:
         self.step("clone dataset repository")
         try:
             git(
-                "clone", "--quiet", self.url, str(self.dir), cwd=self.dir.parent, secrets=[self.url]
+                "clone",
+                "--quiet",
+                self.url,
+                str(self.dir),
+                cwd=self.dir.parent,
+                env=self.auth,
+                secrets=[self.url],
             )
         except GitError as exc:
             raise PublishError(
@@ -116,7 +136,9 @@ class DatasetRepo:
 
         self.step(f"dvc push (dataset {md5}, {nfiles} files) to {self.remote_url}")
         try:
-            pushed = dvc("push", "--jobs", "8", cwd=self.dir)
+            pushed = dvc("push", "--jobs", "8", cwd=self.dir, watch=s3_watch(self.remote_url))
+        except ServiceDownError as exc:
+            raise PublishError(exc.message, exc.hint) from None
         except LineageError as exc:
             raise PublishError(
                 f"dvc push to {self.remote_url} failed: {exc.message[-600:]}",
@@ -142,13 +164,25 @@ class DatasetRepo:
             f"refs/tags/{tag}",
             cwd=self.dir,
             check=False,
+            env=self.auth,
             secrets=[self.url],
         )
         if push.returncode != 0:
+            detail = (push.stderr.strip().splitlines() or ["(no message)"])[-1]
+            try:
+                existing = self._remote_tag_commit(tag)
+            except LineageError:
+                existing = None
+            if existing is not None and existing != commit:
+                raise PublishError(
+                    f"tag {tag} was created by another run at the same moment (it points at "
+                    f"{existing[:12]}, ours is {commit[:12]})",
+                    "the data and commit are published; rerun with another version",
+                )
             raise PublishError(
-                f"pushing tag {tag} failed: {push.stderr.strip().splitlines()[-1:]}",
-                "the data and commit are published; if the tag now exists it was created by "
-                "another run at the same moment: rerun with another version",
+                f"the git server at {self.shown_url} did not take the tag {tag}: {detail}",
+                "the data and commit are published but no version is (no tag); check the git "
+                "server (`lineage stack status`) and rerun: the data is reused, not uploaded again",
             )
         return PublishResult(tag, commit, md5, nfiles, size, reused)
 
@@ -173,6 +207,7 @@ class DatasetRepo:
                 f"HEAD:refs/heads/{BRANCH}",
                 cwd=self.dir,
                 check=False,
+                env=self.auth,
                 secrets=[self.url],
             )
             if push.returncode == 0:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +94,33 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (see tests.helpers.postgres_server)."""
+    from tests.helpers import POSTGRES_URL_ENV, postgres_available, postgres_server
+
+    if not postgres_available() and not os.environ.get("LINEAGE_REQUIRE_POSTGRES"):
+        pytest.skip(
+            f"no PostgreSQL here: install Debian's `postgresql` or set {POSTGRES_URL_ENV} "
+            "(CI sets LINEAGE_REQUIRE_POSTGRES, so there this is a failure, not a skip)"
+        )
+    root = Path(tempfile.mkdtemp(prefix="lineage-pg-"))  # not under pytest's 0700 tmp root
+    try:
+        with postgres_server(root) as url:
+            yield url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database for a store under test: SQLite in the test's directory, and the
+    same tests again on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    from tests.helpers import fresh_database
+
+    server: str = request.getfixturevalue("postgres_url")
+    return fresh_database(server, f"test_{random.getrandbits(48):012x}")

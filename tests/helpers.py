@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +17,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+from sqlalchemy import create_engine, text
 
+from lineage.consent.anchor import ConsentAnchor
+from lineage.consent.store import ConsentStore
 from tests.conftest import free_port_block
 
 
@@ -66,3 +73,186 @@ def moto_server(env: dict[str, str] | None = None) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+POSTGRES_URL_ENV = "LINEAGE_TEST_POSTGRES_URL"
+
+
+@contextmanager
+def postgres_server(root: Path) -> Iterator[str]:
+    """A PostgreSQL server for the test session: the one `LINEAGE_TEST_POSTGRES_URL` names
+    (CI's, started by .ci/run), else a private cluster under `root` started from the
+    machine's binaries (Debian's `postgresql`), on a free loopback port. Yields a
+    SQLAlchemy URL of its `postgres` database; `fresh_database` makes one per test."""
+    given = os.environ.get(POSTGRES_URL_ENV)
+    if given:
+        yield given
+        return
+    bindir = _postgres_bindir()
+    port = free_port_block(1)
+    data = root / "pgdata"
+    data.mkdir(parents=True)
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        subprocess.run(["chown", "-R", "postgres:postgres", str(root)], check=True)
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    log = root / "postgres.log"
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            check=False,
+            capture_output=True,
+        )
+
+
+def postgres_available() -> bool:
+    return bool(os.environ.get(POSTGRES_URL_ENV)) or bool(
+        list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    )
+
+
+def _postgres_bindir() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not found:
+        raise RuntimeError(
+            "PostgreSQL is not installed: `apt-get install postgresql` (as .ci/run does), or "
+            f"set {POSTGRES_URL_ENV} to a server"
+        )
+    return found[-1].parent
+
+
+def fresh_database(server_url: str, name: str) -> str:
+    """A new empty database on the server; its SQLAlchemy URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+# -- the consent registry ------------------------------------------------------------------------
+
+HEADER = "patient_id,scan_id,file_path,label,consent_status\n"
+REGISTRY = HEADER + (
+    "PAT-00001,PAT-00001-SCAN-0001,images/1.png,normal,granted\n"
+    "PAT-00001,PAT-00001-SCAN-0002,images/2.png,normal,granted\n"
+    "PAT-00002,PAT-00002-SCAN-0003,images/3.png,tuberculosis,granted\n"
+    "PAT-00003,PAT-00003-SCAN-0004,images/4.png,normal,withdrawn\n"
+)
+
+
+def open_store(url: str, home: Path, key: str | None = None) -> ConsentStore:
+    """A store with its anchor (key file and head file) under `home`."""
+    return ConsentStore(url, anchor=ConsentAnchor.for_database(home, url, key))
+
+
+def edit(url: str, *statements: str) -> None:
+    """Write the database directly, as someone with access to it (not through the store)."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+    engine.dispose()
+
+
+class FaultProxy:
+    """A TCP proxy in front of a real service that performs `action` (kill the service) the
+    moment a client sends bytes matching `trigger` for the `nth` time, before forwarding
+    them: a fault at an exact point of a real protocol exchange (a `dvc push` upload, a
+    registry call, a tag push), with no hook in the code under test."""
+
+    def __init__(
+        self, target_port: int, trigger: bytes, action: Callable[[], None], nth: int = 1
+    ) -> None:
+        self.target_port = target_port
+        self.trigger = re.compile(trigger)
+        self.action = action
+        self.remaining = nth
+        self.fired_at: float | None = None
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+        except OSError:
+            client.close()  # the service is gone: the client sees the connection drop
+            return
+        upstream.settimeout(None)
+        threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+        self._pump(client, upstream, True)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, inspect: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if inspect and self._fires(data):
+                    self.action()
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def _fires(self, data: bytes) -> bool:
+        with self.lock:
+            if self.fired_at is not None or not self.trigger.search(data):
+                return False
+            self.remaining -= 1
+            if self.remaining > 0:
+                return False
+            self.fired_at = time.monotonic()
+            return True
+
+    def close(self) -> None:
+        self.listener.close()

@@ -171,7 +171,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=f"train-{params.dvc_tag}") as run:
+    with tracking.tracked_run(tracking_uri, f"train-{params.dvc_tag}") as run:
         run_id = run.info.run_id
         record = replace(record, run_id=run_id)
         mlflow.set_tags(
@@ -259,6 +259,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
         mlflow.log_artifacts(str(paths.model_dir), artifact_path="model")
         version = None
         if params.register:
+            log.info("step: register %s with its lineage tags", record.model_name)
             version = _register(mlflow, run_id, record)
             record = replace(record, model_version=version)
             record.write(paths.model_dir)
@@ -373,6 +374,8 @@ def _register(mlflow: Any, run_id: str, record: LineageRecord) -> str:
             f"runs:/{run_id}/model", record.model_name, tags=record.to_tags()
         )
     except MlflowException as exc:
+        if tracking.unreachable(exc):
+            raise  # the run's context names the server and what to do
         raise TrainingError(
             f"registering {record.model_name} failed: {exc.message}",
             "nothing was registered; the run is marked FAILED. Fix MLflow and train again",
@@ -382,10 +385,8 @@ def _register(mlflow: Any, run_id: str, record: LineageRecord) -> str:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
+    contract.configure_job_logging(sys.stdout)
+    tracking.bound_client_waits()
     paths = contract.TrainingPaths.from_env()
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop)

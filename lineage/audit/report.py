@@ -18,6 +18,7 @@ from typing import Any
 from lineage import __version__
 from lineage.audit.queries import ModelAudit, audit_model, trained_at
 from lineage.config import Settings
+from lineage.credentials import write_private
 from lineage.query.trace import Trace, trace
 
 
@@ -234,6 +235,7 @@ def write_report(
     html_path = out if out.suffix.lower() in (".html", ".htm") else out.with_suffix(".html")
     json_path = html_path.with_suffix(".json")
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(render_html(report), encoding="utf-8")
-    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    # patient ids and consent states: readable by their owner only
+    write_private(html_path, render_html(report))
+    write_private(json_path, json.dumps(report, indent=2, default=str) + "\n")
     return html_path, json_path, str(report["verdict"]["summary"])

@@ -10,7 +10,9 @@ from rich.text import Text
 from lineage import __version__
 from lineage.cli import audit, consent, demo, deploy, process, query, sagemaker, stack, train
 from lineage.cli.output import err_console
+from lineage.config import Settings, export_stack_auth
 from lineage.errors import LineageError
+from lineage.tracking import bound_client_waits
 
 app = typer.Typer(
     name="lineage",
@@ -56,6 +58,8 @@ def root(
 def main() -> None:
     """Console-script entry point: user errors become one clear line, not a traceback."""
     try:
+        bound_client_waits()
+        export_stack_auth(Settings.from_env())
         app()
     except LineageError as exc:
         err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)

@@ -19,6 +19,7 @@ from lineage.config import Settings
 from lineage.consent import registry_csv
 from lineage.consent.events import ConsentEvent, parse_time
 from lineage.consent.store import ConsentStore
+from lineage.credentials import write_private
 
 app = typer.Typer(
     help="The consent registry: an append-only, hash-chained event log.", no_args_is_help=True
@@ -169,7 +170,7 @@ def export(
     for r in rows:
         writer.writerow((r.patient_id, r.scan_id, r.file_path, r.label, r.status))
     if out is not None:
-        out.write_text(buffer.getvalue())
+        write_private(out, buffer.getvalue())  # who consents and who does not: 0600
     else:
         sys.stdout.write(buffer.getvalue())
     err_console.print(

@@ -17,9 +17,14 @@ from lineage.ops.deploy import deploy, invoke, stop
 
 def deploy_command(
     model: Annotated[str | None, typer.Option("--model", help="NAME@ALIAS or NAME/VERSION")] = None,
-    port: Annotated[int, typer.Option(help="Local port (SageMaker's is 8080).")] = 8080,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Local port (default 8080, SageMaker's; with --stop: every endpoint)."),
+    ] = None,
     runtime: Runtime = "process",
-    stop_: Annotated[bool, typer.Option("--stop", help="Stop the local endpoint.")] = False,
+    stop_: Annotated[
+        bool, typer.Option("--stop", help="Stop the endpoint on --port, or every local one.")
+    ] = False,
     json_output: Json = False,
 ) -> None:
     """Serve a registered model version locally, as a SageMaker endpoint would."""
@@ -28,12 +33,16 @@ def deploy_command(
         stopped = stop(settings, port)
         if json_output:
             emit_json({"stopped_ports": stopped})
+        elif stopped:
+            ports = ", ".join(str(p) for p in stopped)
+            console.print(f"stopped endpoint{'s' if len(stopped) > 1 else ''} on port {ports}")
         else:
-            console.print(f"stopped endpoint on port {port}" if stopped else "nothing was running")
+            where = f"on port {port}" if port is not None else "(no local endpoint)"
+            console.print(f"nothing was running {where}")
         return
     if model is None:
         raise LineageError("--model is required", "pass --model NAME@ALIAS or NAME/VERSION")
-    result = deploy(settings, model, port=port, runtime=runtime)
+    result = deploy(settings, model, port=8080 if port is None else port, runtime=runtime)
     if json_output:
         emit_json(result)
         return

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from lineage.cli.output import console, emit_json, progress
-from lineage.config import Settings
+from lineage.config import AMBIENT_AWS, Settings
+from lineage.gitops import git_auth_env
 from local.stack import LocalStack, StackStatus
 
 app = typer.Typer(help="Start, inspect and stop the embedded local stack.", no_args_is_help=True)
@@ -63,6 +65,22 @@ def down() -> None:
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
+@app.command(name="env")
+def env_command(json_output: JsonFlag = False) -> None:
+    """Print `export` lines that point plain git, DVC, boto3 and MLflow at this stack, with
+    its own credentials: `eval "$(lineage stack env)"`, then `git clone`, `dvc pull`,
+    `git push` and `mlflow` work as they would against any remote."""
+    settings = Settings.from_env()
+    exported, unset = plain_client_env(settings)
+    if json_output:
+        emit_json({"export": exported, "unset": unset})
+        return
+    for key, value in exported.items():
+        print(f"export {key}={shlex.quote(value)}")
+    if unset:
+        print(f"unset {' '.join(unset)}")
+
+
 @app.command()
 def repo(
     name: Annotated[str, typer.Argument(help="Repository name, e.g. dvc-datasets.")],
@@ -74,3 +92,12 @@ def repo(
         emit_json({"name": name.removesuffix(".git"), "url": url, "created": created})
     else:
         console.print(url)
+
+
+def plain_client_env(settings: Settings) -> tuple[dict[str, str], list[str]]:
+    """(variables to export, variables to unset) for stock git/DVC/boto3/MLflow clients."""
+    env = settings.client_env()
+    exported = {k: v for k, v in env.items() if not k.startswith("LINEAGE_GIT_")}
+    exported |= git_auth_env([(settings.git_url, ("lineage", settings.credentials.git_token))])
+    unset = sorted(AMBIENT_AWS) if settings.embedded_s3 else []
+    return exported, unset

@@ -22,7 +22,6 @@ rollback below a published dataset's head).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -35,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lineage.consent.events import ConsentEvent, ConsentIntegrityError
+from lineage.credentials import private_dir, write_private_once
 
 KEY_ENV = "LINEAGE_CONSENT_KEY"
 KEY_FILE = "consent.key"
@@ -60,7 +60,7 @@ class ConsentAnchor:
     def for_database(cls, home: Path, database_url: str, key: str | None = None) -> ConsentAnchor:
         """The anchor of one consent database: the key (given, or the home's key file) and
         that database's head file under ``home/consent-heads``."""
-        home.mkdir(parents=True, exist_ok=True)
+        private_dir(home)
         if key:
             secret, source = key.encode("utf-8"), KEY_ENV
         else:
@@ -175,17 +175,7 @@ def _key_file(path: Path) -> bytes:
     private temp file and linked into place, so a concurrent first use never reads half a
     key and exactly one key wins."""
     if not path.exists():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, (secrets.token_hex(32) + "\n").encode())
-        finally:
-            os.close(fd)
-        try:
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_private_once(path, secrets.token_hex(32) + "\n")
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)  # a key readable by others is no key
     key = path.read_text().strip()

@@ -13,11 +13,14 @@ with the instruction to rebuild.
 
 from __future__ import annotations
 
+import random
 import tempfile
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -33,6 +36,7 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.exc import IntegrityError
 
 from lineage.audit.source import (
     AuditError,
@@ -52,6 +56,8 @@ if TYPE_CHECKING:
 
 ENV_VAR = "LINEAGE_INDEX_DB"
 INSERT_CHUNK = 20_000
+WRITE_ATTEMPTS = 20
+T = TypeVar("T")
 
 metadata = MetaData()
 datasets = Table(
@@ -148,7 +154,22 @@ class LineageIndex(SqlStore):
         self.add_model(model)
 
     def add_dataset(self, model: ModelData, rows: list[ManifestRow]) -> int:
-        """Store a dataset's records once (a no-op when they are already there)."""
+        """Store a dataset's records once (a no-op when they are already there). Two
+        writers adding the same dataset at once: the loser's insert hits the unique key,
+        and its retry finds the winner's copy."""
+        return self._retrying(lambda: self._add_dataset(model, rows))
+
+    def _retrying(self, write: Callable[[], T]) -> T:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return write()
+            except IntegrityError:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+        raise AssertionError("unreachable")
+
+    def _add_dataset(self, model: ModelData, rows: list[ManifestRow]) -> int:
         with self.engine.begin() as connection:
             existing = self._dataset_id(connection, model)
             if existing is not None:
@@ -183,11 +204,15 @@ class LineageIndex(SqlStore):
 
     def add_model(self, model: ModelData) -> None:
         """Index a version whose dataset is already stored (see `add_dataset`)."""
-        with self.engine.begin() as connection:
-            dataset_id = self._dataset_id(connection, model)
-            if dataset_id is None:
-                raise LineageError(f"the dataset of {model.ref} is not indexed")
-            self._add_model(connection, model, dataset_id)
+
+        def write() -> None:
+            with self.engine.begin() as connection:
+                dataset_id = self._dataset_id(connection, model)
+                if dataset_id is None:
+                    raise LineageError(f"the dataset of {model.ref} is not indexed")
+                self._add_model(connection, model, dataset_id)
+
+        self._retrying(write)
 
     def _dataset_id(self, connection: Connection, model: ModelData) -> int | None:
         found = connection.execute(

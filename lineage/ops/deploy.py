@@ -106,6 +106,7 @@ def _start_process(settings: Settings, port: int, info: dict[str, Any]) -> _Serv
         "LINEAGE_SERVE_HOST": settings.host,
         "SAGEMAKER_BASE_DIR": str(endpoint_dir / "opt" / "ml"),
         "PYTHONUNBUFFERED": "1",
+        "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),  # as the image sets it
     }
     pid = process.spawn(
         [sys.executable, "-m", "inference", "serve", "--model-dir", info["model_dir"]],

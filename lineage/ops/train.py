@@ -10,10 +10,11 @@ from typing import Any
 from lineage import contract
 from lineage.config import Settings
 from lineage.errors import LineageError
+from lineage.gitops import split_credentials
 from lineage.jobspec import Channel, TrainingJobSpec, job_name
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions, process
 from lineage.registry import parse_model_ref
-from lineage.tracking import DEFAULT_EXPERIMENT
+from lineage.tracking import DEFAULT_EXPERIMENT, fail_unfinished_runs
 from local.runner import run_training
 from local.runner.launch import job_result
 
@@ -82,18 +83,23 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
                 f"pretrained weights {path} not found",
                 "pass --pretrained PATH to a torchvision .pth, or none",
             )
-    repo_url = options.repo_url or settings.repo_url(options.repo)
+    # credentials in a repository URL travel in the job's environment (like the stack's
+    # keys), never in its config files, argv or the clone's .git/config
+    repo_url, url_auth = split_credentials(options.repo_url or settings.repo_url(options.repo))
     spec = build_spec(settings, options, repo_url)
     outcome = run_training(
         spec,
         jobs_root=settings.home / "jobs",
-        runtime_env=settings.client_env(),
+        runtime_env={**settings.client_env(), **url_auth},
         runtime=options.runtime,
         stream=stream,
     )
     result_file = (
         contract.TrainingPaths(outcome.base_dir).output_data_dir / contract.TRAINING_RESULT_FILE
     )
+    if not outcome.succeeded:  # a crash or a dead server can leave the run RUNNING
+        for run_id in fail_unfinished_runs(settings.mlflow_uri, spec.name):
+            log.warning("run %s of the failed job %s marked FAILED", run_id, spec.name)
     result = job_result(outcome, "training", result_file)
     result["model_artifact"] = str(outcome.job_dir / "output" / "model.tar.gz")
     result["indexed"] = index_version(settings, result)

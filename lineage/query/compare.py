@@ -19,22 +19,18 @@ from lineage.errors import LineageError
 from lineage.hashing import file_sha256
 from lineage.manifest import ManifestRow
 from lineage.query.chain import locate, recorded_data
+from lineage.record import FACTS
 from lineage.registry import RegisteredVersion, RunRecord, download_artifact, mlflow_client
 
 METRICS = ("best_val_accuracy", "test_accuracy", "test_loss", "best_epoch")
+# what the run recorded about its data and its model's bytes: compared elsewhere, not knobs
 NOT_HYPERPARAMETERS = frozenset(
     {
-        "data_version",
-        "data_git_commit_id",
+        *FACTS,
         "dvc_repo_url",
-        "dvc_tag",
-        "dataset_md5",
-        "manifest_sha256",
         "count_train",
         "count_val",
         "count_test",
-        "consent_snapshot_sha256",
-        "consent_as_of",
         "patient_count",
     }
 )

@@ -13,8 +13,13 @@ def main() -> None:
     parser.add_argument("--root", required=True, type=Path, help="directory of bare repos")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--private-read",
+        action="store_true",
+        help="clones and fetches need the token too (always when bound beyond loopback)",
+    )
     args = parser.parse_args()
-    serve(args.root, args.host, args.port)
+    serve(args.root, args.host, args.port, public_read=not args.private_read)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,13 @@ not) or do not handle chunked request bodies, which git sends for pushes over 1 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import hmac
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -94,15 +98,35 @@ def init_bare_repo(root: Path, name: str) -> tuple[Path, bool]:
     return path, True
 
 
+TOKEN_ENV = "LINEAGE_GIT_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+
 class GitHTTPServer(ThreadingHTTPServer):
+    """Pushes and repository creation need the token (HTTP basic auth, any user name, the
+    token as password); reads need it too unless `public_read` (the default on loopback).
+    Without a token the server is read-only."""
+
     daemon_threads = True
 
-    def __init__(self, root: Path, address: tuple[str, int]) -> None:
+    def __init__(
+        self, root: Path, address: tuple[str, int], token: str | None, public_read: bool
+    ) -> None:
         self.root = root
+        self.token = token
+        self.public_read = public_read
         self.git = shutil.which("git")
         if self.git is None:
             raise SystemExit("git not found on PATH: install git (e.g. apt-get install git)")
         super().__init__(address, GitRequestHandler)
+
+    def authorized(self, header: str | None) -> bool:
+        if not self.token or not header or not header.lower().startswith("basic "):
+            return False
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(decoded.partition(":")[2], self.token)
 
 
 class GitRequestHandler(BaseHTTPRequestHandler):
@@ -115,6 +139,8 @@ class GitRequestHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/health":
             self._send_json(HTTPStatus.OK, {"status": "ok"})
+        elif not self._allowed(write=False):
+            return
         elif path == "/api/repos":
             repos = sorted(p.name[: -len(".git")] for p in self.server.root.glob("*.git"))
             self._send_json(HTTPStatus.OK, {"repos": repos})
@@ -124,12 +150,41 @@ class GitRequestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
         if path.startswith("/api/repos/"):
-            self._create_repo(path[len("/api/repos/") :])
-        else:
+            if self._allowed(write=True):
+                self._create_repo(path[len("/api/repos/") :])
+        elif self._allowed(write=False):
             self._run_backend()
 
     def do_HEAD(self) -> None:
-        self._run_backend()
+        if self._allowed(write=False):
+            self._run_backend()
+
+    def _allowed(self, *, write: bool) -> bool:
+        """A push (receive-pack, either of its two requests) or a repository creation needs
+        the token; so does any request when reads are not public. Refused: 401 (git then
+        says "Authentication failed") and nothing is run."""
+        parts = urlsplit(self.path)
+        write = write or "git-receive-pack" in parts.path or "git-receive-pack" in parts.query
+        if not write and self.server.public_read:
+            return True
+        if self.server.authorized(self.headers.get("Authorization")):
+            return True
+        self._drain_body()
+        what = "pushes and repository creation need" if write else "this server needs"
+        body = json.dumps(
+            {
+                "error": f"authentication required: {what} the stack's git token",
+                "hint": '`eval "$(lineage stack env)"` configures git with it',
+            }
+        ).encode()
+        self.send_response(HTTPStatus.UNAUTHORIZED)
+        self.send_header("WWW-Authenticate", 'Basic realm="model-lineage git"')
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        return False
 
     # -- admin API -----------------------------------------------------------------------------
     def _create_repo(self, name: str) -> None:
@@ -292,8 +347,9 @@ class GitRequestHandler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), format % args)
 
 
-def serve(root: Path, host: str, port: int) -> None:
-    """Serve the repos under `root` until SIGTERM/SIGINT."""
+def serve(root: Path, host: str, port: int, *, public_read: bool = True) -> None:
+    """Serve the repos under `root` until SIGTERM/SIGINT; the token comes from the
+    environment (`LINEAGE_GIT_TOKEN`), never from the command line."""
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
@@ -301,7 +357,10 @@ def serve(root: Path, host: str, port: int) -> None:
     for repo in sorted(root.glob("*.git")):  # repos made by an older server get the hook too
         if (repo / "HEAD").is_file():
             install_hooks(repo)
-    server = GitHTTPServer(root, (host, port))
+    token = os.environ.get(TOKEN_ENV) or None
+    if token is None:
+        log.warning("%s is not set: the server is read-only (every push is refused)", TOKEN_ENV)
+    server = GitHTTPServer(root, (host, port), token, public_read)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: shutting down", signum)

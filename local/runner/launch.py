@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from lineage import contract
+from lineage.config import merge_env
+from lineage.credentials import private_dir
 from lineage.errors import ConfigError, LineageError
 
 RUNTIMES = ("process", "docker")
@@ -46,6 +48,7 @@ def fresh_base_dir(jobs_root: Path, name: str) -> Path:
     base = jobs_root / name / "opt" / "ml"
     if base.exists():
         shutil.rmtree(base)
+    private_dir(jobs_root / name)  # configs, logs and a failed job's leftovers: owner only
     return base
 
 
@@ -68,7 +71,7 @@ def job_env(
 ) -> dict[str, str]:
     """The job's environment: this machine's, the platform's credentials and endpoints, the
     job's own Environment map, the base dir, and whatever the platform sets (`platform`)."""
-    return {**os.environ, **job_vars(base, runtime_env, environment, **platform)}
+    return merge_env(os.environ, job_vars(base, runtime_env, environment, **platform))
 
 
 def job_vars(
@@ -121,7 +124,7 @@ def job_command(
     """
     if runtime == "process":
         command = entrypoint or [sys.executable, "-m", module]
-        return [*command, *args], {**os.environ, **job_vars}
+        return [*command, *args], merge_env(os.environ, job_vars)
     from local.images.docker import gpus_available, inspect_image
 
     info = inspect_image(image)
@@ -151,7 +154,7 @@ def job_command(
     if entrypoint:  # Docker semantics of ContainerEntrypoint: the rest go before the args
         argv += ["--entrypoint", entrypoint[0]]
         args = [*entrypoint[1:], *args]
-    return [*argv, image, *args], {**os.environ, **container_vars}
+    return [*argv, image, *args], merge_env(os.environ, container_vars)
 
 
 def launch(argv: list[str], env: Mapping[str, str], log_file: Path, stream: bool) -> int:

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lineage import contract
+from lineage.credentials import write_private
 from lineage.jobspec import ProcessingJobSpec
 from local.runner.launch import (
     JobOutcome,
@@ -32,8 +33,9 @@ def prepare_base_dir(spec: ProcessingJobSpec, jobs_root: Path) -> Path:
     base = fresh_base_dir(jobs_root, spec.name)
     paths = contract.ProcessingPaths(base)
     paths.config_dir.mkdir(parents=True)
-    paths.job_config_file.write_text(json.dumps(spec.job_config(), indent=2))
-    paths.resource_config_file.write_text(json.dumps(spec.resource_config()))
+    # the job's environment and arguments are in here: private, like the rest of the job dir
+    write_private(paths.job_config_file, json.dumps(spec.job_config(), indent=2))
+    write_private(paths.resource_config_file, json.dumps(spec.resource_config()))
     for item in spec.inputs:
         stage_input(Path(item.source), container_path(base, item.local_path))
     for out in spec.outputs:  # the platform creates output dirs before the entrypoint starts

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lineage import contract
+from lineage.credentials import write_private
 from lineage.jobspec import TrainingJobSpec
 from local.runner.launch import (
     JobOutcome,
@@ -28,9 +29,9 @@ def prepare_base_dir(spec: TrainingJobSpec, jobs_root: Path) -> Path:
     base = fresh_base_dir(jobs_root, spec.name)
     paths = contract.TrainingPaths(base)
     paths.config_dir.mkdir(parents=True)
-    paths.hyperparameters_file.write_text(json.dumps(spec.hyperparameters, indent=2))
-    paths.input_data_config_file.write_text(json.dumps(spec.input_data_config(), indent=2))
-    paths.resource_config_file.write_text(json.dumps(spec.resource_config(), indent=2))
+    write_private(paths.hyperparameters_file, json.dumps(spec.hyperparameters, indent=2))
+    write_private(paths.input_data_config_file, json.dumps(spec.input_data_config(), indent=2))
+    write_private(paths.resource_config_file, json.dumps(spec.resource_config(), indent=2))
     for channel in spec.channels:
         stage_input(Path(channel.source), paths.channel_dir(channel.name))
     for directory in (paths.model_dir, paths.checkpoint_dir, paths.output_data_dir):

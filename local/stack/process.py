@@ -70,6 +70,8 @@ def running_pid(pid_file: Path, marker: str) -> int | None:
         return None
     if is_alive(pid) and any(marker in arg for arg in cmdline(pid)):
         return pid
+    if not is_alive(pid) and group_members(pid):
+        return None  # orphaned workers: the file is how `stack down`/`up` find and stop them
     pid_file.unlink(missing_ok=True)
     return None
 
@@ -107,19 +109,49 @@ def spawn(
 
 
 def terminate(pid: int, grace: float) -> bool:
-    """SIGTERM the process group of `pid`, SIGKILL it after `grace` seconds.
+    """SIGTERM the process group of `pid`, SIGKILL it after `grace` seconds; waits for
+    every member of the group (a worker that outlives its leader keeps the port).
 
     Returns True if it stopped within the grace period, False if it had to be killed.
     """
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not is_alive(pid):
+        if not is_alive(pid) and not group_members(pid):
             return True
         time.sleep(0.1)
     _signal_group(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while is_alive(pid) and time.monotonic() < deadline:
+    while (is_alive(pid) or group_members(pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes in process group `pgid` (from /proc: no pid file needed)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return sorted(members)
+
+
+def terminate_group(pgid: int, grace: float) -> bool:
+    """SIGTERM every member of a process group whose leader is gone, SIGKILL after `grace`.
+    The group id cannot have been reused while members live, so they are ours."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_members(pgid):
+            return True
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return False
 

@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from botocore.exceptions import BotoCoreError, ClientError
 
-from lineage.config import Settings
+from lineage.config import MLFLOW_ADMIN, Settings, export_stack_auth
+from lineage.credentials import write_private
 from lineage.errors import StackError
 from lineage.storage import ensure_bucket, s3_client
 from local.gitserver.server import valid_repo_name
@@ -116,8 +118,11 @@ class LocalStack:
     def up(self, report: Reporter = _quiet) -> StackStatus:
         """Start every embedded service that is not running; return when all are healthy."""
         self._prepare_home()
+        if self.settings.exposed:
+            report(exposure_warning(self.settings))
         to_start: list[ServiceSpec] = []
         for name in self.embedded_names():
+            self._reap_orphans(name, report)
             pid = process.running_pid(self.pid_file(name), str(self.home))
             if pid is not None:
                 report(f"{name}: already running (pid {pid})")
@@ -126,7 +131,9 @@ class LocalStack:
         self._check_ports(to_start)
         started: dict[str, int] = {}
         for spec in to_start:
-            env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+            for path, text in spec.files.items():
+                write_private(path, text)
+            env = {**service_base_env(), **spec.env, "PYTHONUNBUFFERED": "1"}
             started[spec.name] = process.spawn(
                 spec.argv,
                 pid_file=self.pid_file(spec.name),
@@ -137,6 +144,9 @@ class LocalStack:
             report(f"{spec.name}: started (pid {started[spec.name]}), waiting for {spec.url}")
         self._wait_healthy(to_start, started, report)
         self._ensure_buckets(report)
+        for database in (self.home / "mlflow").glob("*.db"):  # runs, params, registry
+            database.chmod(0o600)
+        export_stack_auth(self.settings)
         return self.status()
 
     def _prepare_home(self) -> None:
@@ -153,7 +163,7 @@ class LocalStack:
                     f"move {path} away (its data cannot be used), then run `lineage stack up`",
                 )
             try:
-                path.mkdir(parents=True, exist_ok=True)
+                path.mkdir(parents=True, exist_ok=True, mode=0o700)
             except OSError as exc:
                 raise StackError(
                     f"cannot create {path}: {exc.strerror}",
@@ -164,6 +174,21 @@ class LocalStack:
                 f"LINEAGE_HOME {self.home} is not writable",
                 "set LINEAGE_HOME to a writable directory",
             )
+        # patient images, the consent registry and the stack's credentials live here
+        self.home.chmod(0o700)
+
+    def _reap_orphans(self, name: str, report: Reporter) -> None:
+        """A service whose leader was killed (SIGKILL, OOM) can leave workers that still hold
+        its port (MLflow's uvicorn worker): they are in the leader's process group, which
+        stays ours while any member lives, so they are stopped before anything starts."""
+        leader = process.read_pid(self.pid_file(name))
+        if leader is None or process.is_alive(leader):
+            return
+        survivors = process.group_members(leader)
+        if survivors:
+            report(f"{name}: stopping {len(survivors)} orphaned process(es) of pid {leader}")
+            process.terminate_group(leader, STOP_GRACE_S[name])
+        self.pid_file(name).unlink(missing_ok=True)
 
     def _check_ports(self, specs: list[ServiceSpec]) -> None:
         for spec in specs:
@@ -211,20 +236,26 @@ class LocalStack:
             time.sleep(POLL_INTERVAL_S)
 
     def _ensure_buckets(self, report: Reporter) -> None:
+        """Create the buckets, then wait until the store really serves them: after a crash
+        SeaweedFS answers /healthz before its volumes are loaded, and reads of existing
+        objects fail (InternalError) until they are, so an existing object is read back and
+        a probe is written and deleted before the store counts as up."""
         client = s3_client(self.settings)
         deadline = time.monotonic() + self.settings.startup_timeout
         for bucket in (self.settings.dvc_bucket, self.settings.mlflow_bucket):
-            # A fresh SeaweedFS answers /healthz a moment before its filer accepts writes.
             while True:
                 try:
                     if ensure_bucket(client, bucket):
                         report(f"s3: created bucket {bucket}")
+                    if self.settings.embedded_s3:
+                        probe_bucket(client, bucket)
                     break
-                except Exception as exc:
+                except (BotoCoreError, ClientError, StackError) as exc:
                     if time.monotonic() > deadline:
                         raise StackError(
-                            f"cannot create bucket {bucket} on {self.settings.s3_endpoint}: {exc}",
-                            "check the S3 store (`lineage stack status`) and its log",
+                            f"the S3 store at {self.settings.s3_endpoint} does not serve bucket "
+                            f"{bucket}: {exc}",
+                            f"check the store (`lineage stack status`) and {self.log_file('s3')}",
                         ) from None
                     time.sleep(POLL_INTERVAL_S)
 
@@ -271,6 +302,7 @@ class LocalStack:
         """
         running = {}
         for name in SERVICE_NAMES:
+            self._reap_orphans(name, report)
             pid = process.running_pid(self.pid_file(name), str(self.home))
             if pid is not None:
                 running[name] = pid
@@ -298,7 +330,11 @@ class LocalStack:
                 "use letters, digits, '.', '_' and '-', starting with a letter or digit",
             )
         try:
-            response = httpx.post(f"{self.settings.git_url}/api/repos/{name}", timeout=30)
+            response = httpx.post(
+                f"{self.settings.git_url}/api/repos/{name}",
+                auth=("lineage", self.settings.credentials.git_token),
+                timeout=30,
+            )
         except httpx.HTTPError:
             raise StackError(
                 f"the git server at {self.settings.git_url} is not reachable",
@@ -314,6 +350,46 @@ class LocalStack:
 
 
 HEALTH_TIMEOUT = 3.0
+PROBE_KEY = ".lineage-probe"
+
+
+def probe_bucket(client: Any, bucket: str) -> None:
+    """Read back one existing object (if any) and write, read and delete a probe."""
+    listed = client.list_objects_v2(Bucket=bucket, MaxKeys=1).get("Contents", [])
+    for obj in listed:
+        client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+    client.put_object(Bucket=bucket, Key=PROBE_KEY, Body=b"ok")
+    if client.get_object(Bucket=bucket, Key=PROBE_KEY)["Body"].read() != b"ok":
+        raise StackError(f"bucket {bucket} returned other bytes than were written")
+    client.delete_object(Bucket=bucket, Key=PROBE_KEY)
+
+
+def service_base_env() -> dict[str, str]:
+    """The machine's environment for a service, without AWS_* (SeaweedFS would make a
+    user's AWS key pair its admin; MLflow's S3 client would mix a session token into our
+    keys) and without SeaweedFS's WEED_* overrides: each service gets exactly its own."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "WEED_", "MLFLOW_TRACKING_"))
+    }
+
+
+def exposure_warning(settings: Settings) -> str:
+    """What binding beyond loopback exposes, said before anything starts."""
+    mlflow = (
+        f"MLflow http://{settings.host}:{settings.mlflow_port} (basic auth, user {MLFLOW_ADMIN})"
+        if settings.embedded_mlflow
+        else "no MLflow (external)"
+    )
+    return (
+        f"WARNING: LINEAGE_HOST={settings.host} is not loopback: other machines can reach "
+        f"the S3 store http://{settings.host}:{settings.s3_port} (the DVC remote: patient "
+        f"images; signed requests only), the git server http://{settings.host}:"
+        f"{settings.git_port} (token needed for every request) and {mlflow}. SeaweedFS's "
+        "master, volume and filer stay on 127.0.0.1. Credentials: "
+        f"{settings.home / 'credentials.json'} (0600)."
+    )
 
 
 def _health_of(name: str, url: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from lineage.gitops import git_auth_env
 from tests.conftest import RunningStack, free_port_block, run_cli
 
 pytestmark = pytest.mark.integration
@@ -28,6 +29,14 @@ def git_identity(tmp_path: Path) -> dict[str, str]:
         "GIT_CONFIG_NOSYSTEM": "1",
         "HOME": str(tmp_path),
     }
+
+
+@pytest.fixture
+def git_env(running_stack: RunningStack, git_identity: dict[str, str]) -> dict[str, str]:
+    """A plain git of someone who ran `eval "$(lineage stack env)"`: it may push."""
+    settings = running_stack.settings
+    token = ("lineage", settings.credentials.git_token)
+    return {**git_identity, **git_auth_env([(settings.git_url, token)]), "GIT_TERMINAL_PROMPT": "0"}
 
 
 def run_pipeline(

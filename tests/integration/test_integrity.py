@@ -112,22 +112,27 @@ def _tag_commit(url: str, tag: str) -> str:
 
 
 def test_a_tag_cannot_be_moved_or_deleted_through_the_git_server(
-    trained: Trained, tmp_path: Path, git_identity: dict[str, str]
+    trained: Trained, tmp_path: Path, git_identity: dict[str, str], git_env: dict[str, str]
 ) -> None:
     work = tmp_path / "work"
     assert _git("clone", "--quiet", trained.url, str(work), env=git_identity).returncode == 0
     _git("commit", "--quiet", "--allow-empty", "-m", "elsewhere", cwd=work, env=git_identity)
 
-    moved = _git("push", "--force", trained.url, f"HEAD:refs/tags/{trained.tag}", cwd=work)
+    moved = _git(
+        "push", "--force", trained.url, f"HEAD:refs/tags/{trained.tag}", cwd=work, env=git_env
+    )
     assert moved.returncode != 0
     assert f"tag {trained.tag} cannot be moved: dataset tags are immutable" in moved.stderr
-    deleted = _git("push", trained.url, f":refs/tags/{trained.tag}", cwd=work)
+    deleted = _git("push", trained.url, f":refs/tags/{trained.tag}", cwd=work, env=git_env)
     assert deleted.returncode != 0
     assert f"tag {trained.tag} cannot be deleted" in deleted.stderr
     assert _tag_commit(trained.url, trained.tag) == trained.commit
 
     fresh = f"fresh-{uuid.uuid4().hex[:6]}"  # new tags are still published as before
-    assert _git("push", "--quiet", trained.url, f"HEAD:refs/tags/{fresh}", cwd=work).returncode == 0
+    fresh_push = _git(
+        "push", "--quiet", trained.url, f"HEAD:refs/tags/{fresh}", cwd=work, env=git_env
+    )
+    assert fresh_push.returncode == 0, fresh_push.stderr
 
 
 def test_a_tag_moved_behind_the_servers_back_stops_training(
@@ -372,7 +377,11 @@ def _escape_target() -> Path:
 
 
 def test_a_crafted_dvc_listing_writes_nothing_outside_the_workspace(
-    running_stack: RunningStack, trained: Trained, tmp_path: Path, git_identity: dict[str, str]
+    running_stack: RunningStack,
+    trained: Trained,
+    tmp_path: Path,
+    git_identity: dict[str, str],
+    git_env: dict[str, str],
 ) -> None:
     """A `.dir` listing in the remote whose relpath climbs out: `train` and `verify` refuse
     it, naming the entry, before `dvc pull` writes a byte."""
@@ -407,9 +416,10 @@ def test_a_crafted_dvc_listing_writes_nothing_outside_the_workspace(
     )
     _git("commit", "--quiet", "-am", "crafted listing", cwd=work, env=git_identity)
     crafted = f"crafted-{uuid.uuid4().hex[:6]}"
-    assert (
-        _git("push", "--quiet", trained.url, f"HEAD:refs/tags/{crafted}", cwd=work).returncode == 0
+    pushed = _git(
+        "push", "--quiet", trained.url, f"HEAD:refs/tags/{crafted}", cwd=work, env=git_env
     )
+    assert pushed.returncode == 0, pushed.stderr
 
     trained_out = run_cli(
         "train", "--tag", crafted, "--repo", trained.repo, "--epochs", "1", env=running_stack.env

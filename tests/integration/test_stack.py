@@ -52,7 +52,10 @@ def test_up_twice_starts_no_duplicates(running_stack: RunningStack) -> None:
 
 
 def test_git_server_push_and_clone_branch_and_tag(
-    running_stack: RunningStack, tmp_path: Path, git_identity: dict[str, str]
+    running_stack: RunningStack,
+    tmp_path: Path,
+    git_identity: dict[str, str],
+    git_env: dict[str, str],
 ) -> None:
     name = f"repo-{uuid.uuid4().hex[:8]}"
     created = run_cli("stack", "repo", name, "--json", env=running_stack.env)
@@ -72,7 +75,7 @@ def test_git_server_push_and_clone_branch_and_tag(
     git("commit", "--quiet", "-m", "v1", cwd=work, env=git_identity)
     git("tag", "v1.0-test", cwd=work, env=git_identity)
     commit = git("rev-parse", "HEAD", cwd=work, env=git_identity)
-    git("push", "--quiet", url, "main", "--tags", cwd=work, env=git_identity)
+    git("push", "--quiet", url, "main", "--tags", cwd=work, env=git_env)
 
     remote_refs = git("ls-remote", url, cwd=tmp_path, env=git_identity)
     assert f"{commit}\trefs/heads/main" in remote_refs
@@ -156,7 +159,10 @@ def test_mlflow_logs_params_and_proxied_artifacts(
 
 
 def test_restart_keeps_repos_objects_and_runs(
-    running_stack: RunningStack, tmp_path: Path, git_identity: dict[str, str]
+    running_stack: RunningStack,
+    tmp_path: Path,
+    git_identity: dict[str, str],
+    git_env: dict[str, str],
 ) -> None:
     settings = running_stack.settings
     # git
@@ -169,7 +175,7 @@ def test_restart_keeps_repos_objects_and_runs(
     git("add", ".", cwd=work, env=git_identity)
     git("commit", "--quiet", "-m", "c", cwd=work, env=git_identity)
     git("tag", "keep-me", cwd=work, env=git_identity)
-    git("push", "--quiet", url, "main", "--tags", cwd=work, env=git_identity)
+    git("push", "--quiet", url, "main", "--tags", cwd=work, env=git_env)
     # s3
     key = f"durable/{uuid.uuid4().hex}"
     s3_client(settings).put_object(Bucket="lineage-dvc", Key=key, Body=b"kept")

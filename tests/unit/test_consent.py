@@ -4,35 +4,21 @@ any edit, past states on demand, and no lost events under concurrent writers."""
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from lineage.consent import registry_csv
-from lineage.consent.anchor import ConsentAnchor
 from lineage.consent.events import ConsentError, ConsentIntegrityError, parse_time
 from lineage.consent.snapshot import Snapshot, consenting_sha256
 from lineage.consent.store import ConsentStore
 from lineage.errors import ConfigError
-
-HEADER = "patient_id,scan_id,file_path,label,consent_status\n"
-REGISTRY = HEADER + (
-    "PAT-00001,PAT-00001-SCAN-0001,images/1.png,normal,granted\n"
-    "PAT-00001,PAT-00001-SCAN-0002,images/2.png,normal,granted\n"
-    "PAT-00002,PAT-00002-SCAN-0003,images/3.png,tuberculosis,granted\n"
-    "PAT-00003,PAT-00003-SCAN-0004,images/4.png,normal,withdrawn\n"
-)
-
-
-def open_store(url: str, home: Path, key: str | None = None) -> ConsentStore:
-    """A store with its anchor (key file and head file) under `home`."""
-    return ConsentStore(url, anchor=ConsentAnchor.for_database(home, url, key))
+from tests.helpers import HEADER, REGISTRY, edit, open_store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ConsentStore:
-    store = open_store(f"sqlite:///{tmp_path / 'consent.db'}", tmp_path)
+def store(database_url: str, tmp_path: Path) -> ConsentStore:
+    store = open_store(database_url, tmp_path)
     store.import_rows(registry_csv.parse(REGISTRY), source="registry.csv", actor="test")
     return store
 
@@ -118,13 +104,6 @@ def test_past_states_are_derived_from_the_log(store: ConsentStore) -> None:
     assert history.status == "granted" and history.events[-1].actor == "bob"
 
 
-def _edit(db: Path, sql: str) -> None:
-    connection = sqlite3.connect(db)
-    connection.execute(sql)
-    connection.commit()
-    connection.close()
-
-
 @pytest.mark.parametrize(
     "sql",
     [
@@ -134,9 +113,9 @@ def _edit(db: Path, sql: str) -> None:
     ],
 )
 def test_a_direct_edit_of_the_database_is_detected(
-    store: ConsentStore, tmp_path: Path, sql: str
+    store: ConsentStore, database_url: str, sql: str
 ) -> None:
-    _edit(tmp_path / "consent.db", sql)
+    edit(database_url, sql)
     with pytest.raises(ConsentIntegrityError, match="consent event"):
         store.verify()
     with pytest.raises(ConsentIntegrityError):
@@ -151,8 +130,10 @@ def _writer(url: str, home: Path, patient: str, count: int) -> None:
         )
 
 
-def test_concurrent_writers_lose_no_event(store: ConsentStore, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'consent.db'}"
+def test_concurrent_writers_lose_no_event(
+    store: ConsentStore, database_url: str, tmp_path: Path
+) -> None:
+    url = database_url
     context = multiprocessing.get_context("spawn")
     writers = [
         context.Process(target=_writer, args=(url, tmp_path, patient, 15))

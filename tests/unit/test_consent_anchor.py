@@ -4,22 +4,22 @@ nor the head file: each must be detected by `verify` and stop every read."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from lineage.consent import registry_csv
 from lineage.consent.anchor import ConsentAnchor, Head, database_identity
 from lineage.consent.events import GENESIS, ConsentIntegrityError, event_hash
 from lineage.consent.store import ConsentStore
-from tests.unit.test_consent import REGISTRY, open_store
+from tests.helpers import REGISTRY, edit, open_store
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'consent.db'}"
+def url(database_url: str) -> str:
+    return database_url
 
 
 @pytest.fixture
@@ -30,23 +30,18 @@ def store(url: str, tmp_path: Path) -> ConsentStore:
     return store
 
 
-def _sql(db: Path, *statements: str) -> None:
-    connection = sqlite3.connect(db)
-    for statement in statements:
-        connection.execute(statement)
-    connection.commit()
-    connection.close()
-
-
-def _rows(db: Path) -> list[dict[str, object]]:
-    connection = sqlite3.connect(db)
-    connection.row_factory = sqlite3.Row
-    rows = [dict(r) for r in connection.execute("SELECT * FROM consent_events ORDER BY seq")]
-    connection.close()
+def _rows(url: str) -> list[dict[str, object]]:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = [
+            dict(r._mapping)
+            for r in connection.execute(text("SELECT * FROM consent_events ORDER BY seq"))
+        ]
+    engine.dispose()
     return rows
 
 
-def _rewrite_chain(db: Path, rows: list[dict[str, object]]) -> None:
+def _rewrite_chain(url: str, rows: list[dict[str, object]]) -> None:
     """What an attacker without the key does best: fix every sha256 after the edit."""
     prev = GENESIS
     statements = []
@@ -66,11 +61,7 @@ def _rewrite_chain(db: Path, rows: list[dict[str, object]]) -> None:
         )
         prev = digest
     # prev_hash and hash are unique: clear them first so the updates never collide
-    _sql(
-        db,
-        "UPDATE consent_events SET prev_hash = 'x' || seq, hash = 'y' || seq",
-        *statements,
-    )
+    edit(url, "UPDATE consent_events SET prev_hash = 'x' || seq, hash = 'y' || seq", *statements)
 
 
 def test_the_untouched_log_verifies_against_its_key_and_heads(store: ConsentStore) -> None:
@@ -79,52 +70,54 @@ def test_the_untouched_log_verifies_against_its_key_and_heads(store: ConsentStor
     assert result["key"].endswith("consent.key")
 
 
-def test_deleting_the_last_event_is_truncation(store: ConsentStore, tmp_path: Path) -> None:
+def test_deleting_the_last_event_is_truncation(
+    store: ConsentStore, url: str, tmp_path: Path
+) -> None:
     assert store.status("PAT-00002").status == "withdrawn"
-    _sql(tmp_path / "consent.db", "DELETE FROM consent_events WHERE seq = 4")
+    edit(url, "DELETE FROM consent_events WHERE seq = 4")
     with pytest.raises(ConsentIntegrityError, match="ends at event 3, but event 4 was anchored"):
         store.verify()
     with pytest.raises(ConsentIntegrityError):
         store.status("PAT-00002")  # the withdrawal cannot silently read as granted again
 
 
-def test_deleting_every_event_is_truncation(store: ConsentStore, tmp_path: Path) -> None:
-    _sql(tmp_path / "consent.db", "DELETE FROM consent_events")
+def test_deleting_every_event_is_truncation(store: ConsentStore, url: str, tmp_path: Path) -> None:
+    edit(url, "DELETE FROM consent_events")
     with pytest.raises(ConsentIntegrityError, match="ends at event 0"):
         store.snapshot()
 
 
 def test_an_edit_with_a_recomputed_chain_fails_without_the_key(
-    store: ConsentStore, tmp_path: Path
+    store: ConsentStore, url: str, tmp_path: Path
 ) -> None:
-    rows = _rows(tmp_path / "consent.db")
+    rows = _rows(url)
     rows[3]["action"] = "grant"  # un-withdraw PAT-00002, then repair every sha256
-    _rewrite_chain(tmp_path / "consent.db", rows)
+    _rewrite_chain(url, rows)
     with pytest.raises(ConsentIntegrityError, match="no valid MAC"):
         store.verify()
 
 
 def test_a_rewritten_chain_with_stolen_macs_still_fails(
-    store: ConsentStore, tmp_path: Path
+    store: ConsentStore, url: str, tmp_path: Path
 ) -> None:
     """Even keeping the old MACs (valid for the old hashes) does not help: MACs bind hashes."""
-    db = tmp_path / "consent.db"
-    rows = _rows(db)
+    rows = _rows(url)
     rows[1]["actor"] = "mallory"
-    _rewrite_chain(db, rows)
+    _rewrite_chain(url, rows)
     macs = {r["seq"]: r["mac"] for r in rows}
-    _sql(db, *(f"UPDATE consent_events SET mac = '{m}' WHERE seq = {s}" for s, m in macs.items()))
+    edit(url, *(f"UPDATE consent_events SET mac = '{m}' WHERE seq = {s}" for s, m in macs.items()))
     with pytest.raises(ConsentIntegrityError, match=r"event 2 .* no valid MAC"):
         store.events()
 
 
-def test_a_removed_mac_and_a_reorder_are_detected(store: ConsentStore, tmp_path: Path) -> None:
-    db = tmp_path / "consent.db"
-    _sql(db, "UPDATE consent_events SET mac = NULL WHERE seq = 2")
+def test_a_removed_mac_and_a_reorder_are_detected(
+    store: ConsentStore, url: str, tmp_path: Path
+) -> None:
+    edit(url, "UPDATE consent_events SET mac = NULL WHERE seq = 2")
     with pytest.raises(ConsentIntegrityError, match=r"event 2 .* no valid MAC"):
         store.verify()
-    _sql(db, "UPDATE consent_events SET mac = 'x'")
-    _sql(db, "UPDATE consent_events SET seq = -seq", "UPDATE consent_events SET seq = 5 + seq")
+    edit(url, "UPDATE consent_events SET mac = 'x'")
+    edit(url, "UPDATE consent_events SET seq = -seq", "UPDATE consent_events SET seq = 5 + seq")
     with pytest.raises(ConsentIntegrityError):
         store.verify()
 
@@ -146,7 +139,7 @@ def test_heads_recorded_elsewhere_catch_a_rollback_with_its_head_file(
     recorded = store.verify()
     store.record("PAT-00001", "withdraw", actor="alice", reason="request")
     dataset_anchor = Head(5, store.events()[-1].hash, "MLflow run abc")
-    _sql(tmp_path / "consent.db", "DELETE FROM consent_events WHERE seq = 5")
+    edit(url, "DELETE FROM consent_events WHERE seq = 5")
     lines = store.anchor.head_file.read_text().splitlines()
     store.anchor.head_file.write_text("\n".join(lines[: recorded["anchored_heads"]]) + "\n")
     assert store.verify()["events"] == 4  # the local anchors alone were rolled back too
@@ -164,17 +157,15 @@ def test_the_key_file_is_private_and_the_env_key_replaces_it(
         open_store(url, tmp_path, key="another key entirely, 32+ characters long").verify()
 
 
-def test_a_log_from_before_keys_is_sealed_once_then_protected(tmp_path: Path) -> None:
+def test_a_log_from_before_keys_is_sealed_once_then_protected(url: str, tmp_path: Path) -> None:
     """An older database (no mac column, no head file) is verified and sealed on first use."""
-    db = tmp_path / "old.db"
-    url = f"sqlite:///{db}"
     store = open_store(url, tmp_path / "first")
     store.import_rows(registry_csv.parse(REGISTRY), source="registry.csv", actor="test")
-    _sql(db, "ALTER TABLE consent_events DROP COLUMN mac")
+    edit(url, "ALTER TABLE consent_events DROP COLUMN mac")
     sealed = open_store(url, tmp_path / "home")
     assert sealed.verify()["events"] == 3
     assert sealed.anchor.heads()[-1].seq == 3
-    _sql(db, "UPDATE consent_events SET mac = NULL WHERE seq = 1")
+    edit(url, "UPDATE consent_events SET mac = NULL WHERE seq = 1")
     with pytest.raises(ConsentIntegrityError):
         open_store(url, tmp_path / "home").verify()
 
