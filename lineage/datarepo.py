@@ -11,18 +11,19 @@ Verification is fail-closed and recomputes everything from bytes:
 from __future__ import annotations
 
 import configparser
+import hashlib
 import json
 import logging
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lineage import manifest
 from lineage.dvchash import directory_md5
-from lineage.dvcremote import DirEntry, DvcRemote, s3_watch, summarize
+from lineage.dvcremote import DirEntry, DvcRemote, ErasedObject, s3_watch, summarize
 from lineage.errors import LineageError
 from lineage.gitops import (
     GIT_TIMEOUT_S,
@@ -34,9 +35,9 @@ from lineage.gitops import (
     split_credentials,
     tool_env,
 )
-from lineage.hashing import bytes_sha256
+from lineage.hashing import bytes_sha256, file_md5
 from lineage.manifest import DATASET_DIR, DVC_FILE, ManifestRow
-from lineage.paths import PathContainmentError
+from lineage.paths import PathContainmentError, contained
 from lineage.redact import redact_url
 
 if TYPE_CHECKING:
@@ -67,8 +68,9 @@ class VerifiedData:
     dir: Path
     dataset_md5: str
     manifest_sha256: str
-    rows: list[ManifestRow]
+    rows: list[ManifestRow]  # every record still there (all of them unless some were erased)
     manifest_path: Path
+    erased: list[ErasedObject] = field(default_factory=list)
 
 
 def tag_commit(repo_url: str, tag: str) -> str | None:
@@ -226,6 +228,7 @@ def pull_and_verify(
     label: str,
     s3: S3Client | None = None,
     env: Mapping[str, str] | None = None,
+    erased: Mapping[str, str] | None = None,
 ) -> VerifiedData:
     """`dvc pull` the checked-out version, then verify every byte (see the module doc).
 
@@ -233,7 +236,20 @@ def pull_and_verify(
     already). When the pull fails, the remote is read object by object to name what is missing.
     """
     pointer = read_pointer(repo_dir)
-    check_listing(repo_dir, pointer, label, s3)
+    entries = check_listing(repo_dir, pointer, label, s3)
+    tombstoned = erased or {}
+    gone = [
+        ErasedObject(e.relpath, e.md5, tombstoned[e.md5]) for e in entries if e.md5 in tombstoned
+    ]
+    if gone:
+        # DVC checks a directory out whole or not at all, and erased objects are gone from
+        # the remote on purpose: the remainder is read object by object instead, each object
+        # re-hashed to its name and written inside the dataset directory only
+        log.info("step: read %d objects (%d erased) of %s", len(entries), len(gone), pointer.md5)
+        remote = DvcRemote(_s3_or_default(s3), remote_url(repo_dir))
+        fetch_remainder(remote, entries, {e.relpath for e in gone}, repo_dir / DATASET_DIR, label)
+        verified = verify_erased_directory(repo_dir / DATASET_DIR, entries, gone, label)
+        return replace(verified, dataset_md5=pointer.md5)
     log.info("step: dvc pull (%s, %d files)", pointer.md5, pointer.nfiles)
     try:
         dvc("pull", "--jobs", "8", cwd=repo_dir, env=env, watch=s3_watch(remote_url(repo_dir), env))
@@ -248,6 +264,36 @@ def pull_and_verify(
     data_dir = repo_dir / DATASET_DIR
     log.info("step: verify dataset against %s and the manifest", pointer.md5)
     return verify_directory(data_dir, pointer.md5, label)
+
+
+def fetch_remainder(
+    remote: DvcRemote, entries: list[DirEntry], erased: set[str], data_dir: Path, label: str
+) -> None:
+    """Write every listed file but the erased ones from the remote, each checked against its
+    md5 name; a missing or changed object (without a tombstone) stops with its path."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(entry: DirEntry) -> str | None:
+        data = remote.read(entry.md5)
+        if data is None:
+            return f"{entry.relpath} ({entry.md5}): missing"
+        actual = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if actual != entry.md5:
+            return f"{entry.relpath} ({entry.md5}): changed: bytes hash to {actual}"
+        target = contained(data_dir, entry.relpath, f"entry {entry.relpath} of {label}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return None
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        problems = [p for p in pool.map(one, [e for e in entries if e.relpath not in erased]) if p]
+    if problems:
+        raise DataVerificationError(
+            f"dataset {label} cannot be restored: {'; '.join(sorted(problems)[:5])}",
+            "objects were deleted or changed in the DVC remote without an erasure; restore "
+            "them from a backup",
+        )
 
 
 def check_listing(
@@ -303,6 +349,43 @@ def verify_directory(data_dir: Path, expected_md5: str, label: str) -> VerifiedD
         manifest_sha256=bytes_sha256(manifest_path.read_bytes()),
         rows=rows,
         manifest_path=manifest_path,
+    )
+
+
+def verify_erased_directory(
+    data_dir: Path, entries: list[DirEntry], erased: list[ErasedObject], label: str
+) -> VerifiedData:
+    """A version some of whose objects were erased: DVC's directory md5 can no longer be
+    recomputed from the bytes, so every file still there is checked against the listing (which
+    itself hashed to the version's md5) and against the manifest's sha256; a missing file must
+    have a tombstone. The rows returned are the remainder."""
+    rows = manifest.read(data_dir / manifest.MANIFEST_NAME)
+    erased_paths = {e.relpath for e in erased}
+    listed = {e.relpath: e.md5 for e in entries}
+    present = [r for r in rows if r.file_path not in erased_paths]
+    problems = manifest.verify_files(data_dir, present)
+    for row in present:
+        path = data_dir / row.file_path
+        if path.is_file() and file_md5(path) != listed.get(row.file_path):
+            problems.append(f"{row.file_path}: md5 differs from the listing")
+    on_disk = {p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file()} - {
+        manifest.MANIFEST_NAME
+    }
+    problems += [f"{path}: not in the manifest" for path in sorted(on_disk - set(listed))]
+    problems += [f"{path}: erased, yet present" for path in sorted(on_disk & erased_paths)]
+    if problems:
+        raise DataVerificationError(
+            f"dataset {label} failed verification: {'; '.join(problems[:5])}",
+            "the data in the remote was changed after it was published; do not use it",
+        )
+    manifest_path = data_dir / manifest.MANIFEST_NAME
+    return VerifiedData(
+        dir=data_dir,
+        dataset_md5="",  # filled by the caller from the pointer
+        manifest_sha256=bytes_sha256(manifest_path.read_bytes()),
+        rows=present,
+        manifest_path=manifest_path,
+        erased=erased,
     )
 
 

@@ -44,6 +44,16 @@ class DirEntry:
 
 
 @dataclass(frozen=True)
+class ErasedObject:
+    """An object missing from a dataset version because an erasure removed it (it has a
+    tombstone in the erasure log): reported, not a failure."""
+
+    relpath: str
+    md5: str
+    request: str
+
+
+@dataclass(frozen=True)
 class ObjectProblem:
     relpath: str
     md5: str

@@ -35,7 +35,9 @@ CONSENT_FACTS = (
     "consent_head_seq",
     "consent_head_hash",
 )
-FACTS = (*DATA_FACTS, *MODEL_FACTS, "pattern", *CONSENT_FACTS)
+# which consent log the head belongs to: kept when the dataset recorded it (older ones did not)
+OPTIONAL_FACTS = ("consent_log_id",)
+FACTS = (*DATA_FACTS, *MODEL_FACTS, "pattern", *CONSENT_FACTS, *OPTIONAL_FACTS)
 SERVED_KEYS = ("model_name", "model_version", "run_id", "data_git_commit_id", "dvc_tag")
 # in the model directory but not part of its digest: lineage.json is stamped at deploy,
 # registered_model_meta is added by MLflow's download of models:/
@@ -73,6 +75,7 @@ class LineageRecord:
     consent_as_of: str = ""
     consent_head_seq: str = ""
     consent_head_hash: str = ""
+    consent_log_id: str = ""
     # -- the model and the run that made it ----------------------------------------------------
     model_name: str = ""
     model_version: str | None = None

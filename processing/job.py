@@ -45,6 +45,7 @@ CONSENT_PARAMS = (
     "consent_as_of",
     "consent_head_seq",  # anchors the consent log outside its database (consent verify)
     "consent_head_hash",
+    "consent_log_id",
     "excluded_patients",
 )
 
@@ -287,6 +288,7 @@ def _consent_filter(
         "consent_as_of": snapshot.as_of,
         "consent_head_seq": snapshot.head_seq,
         "consent_head_hash": snapshot.head_hash,
+        "consent_log_id": snapshot.log_id,
         "excluded_patients": len(excluded),
         "excluded_records": len(assignments) - len(kept),
     }

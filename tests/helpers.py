@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
+import pickle
 import re
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -256,3 +261,78 @@ class FaultProxy:
 
     def close(self) -> None:
         self.listener.close()
+
+
+# -- the CLIs, as users run them --------------------------------------------------------------
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The JSON a successful `--json` command printed (its stderr when it failed)."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def remote_refs(url: str) -> dict[str, str]:
+    out = subprocess.run(["git", "ls-remote", url], capture_output=True, text=True, check=True)
+    return {ref: sha for sha, ref in (line.split("\t") for line in out.stdout.splitlines())}
+
+
+def checkout_with_plain_dvc(stack: Any, url: str, tag: str, dest: Path) -> Path:
+    """What an auditor does: git clone, git checkout TAG, dvc pull — the stock CLIs."""
+    env = {**os.environ, **stack.settings.client_env(), "DVC_NO_ANALYTICS": "1"}
+    subprocess.run(["git", "clone", "--quiet", url, str(dest)], check=True, env=env)
+    subprocess.run(["git", "checkout", "--quiet", tag], cwd=dest, check=True, env=env)
+    pulled = subprocess.run(
+        [sys.executable, "-m", "dvc", "pull", "--quiet"],
+        cwd=dest,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    return dest / "dataset"
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+def digit_images(tmp_path: Path, count: int = 6) -> list[Path]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    paths = []
+    for i in range(count):
+        pixels = np.clip(np.rint(digits.images[-1 - i] * (255 / 16)), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels, mode="L")
+        suffix = "png" if i % 2 == 0 else "jpg"
+        path = tmp_path / f"digit{i}.{suffix}"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+def _batch(n: int, seed: int) -> dict[bytes, object]:
+    rng = np.random.default_rng(seed)
+    return {
+        b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+        b"labels": [int(x) for x in rng.integers(0, 3, size=n)],
+        b"batch_label": b"batch",
+        b"filenames": [f"img_{seed}_{i}.png".encode() for i in range(n)],
+    }
+
+
+def write_cifar_tarball(path: Path, per_batch: int = 4) -> dict[str, dict[bytes, object]]:
+    """A tiny tarball laid out exactly like cifar-10-python.tar.gz."""
+    batches: dict[str, dict[bytes, object]] = {
+        f"data_batch_{i}": _batch(per_batch, i) for i in range(1, 6)
+    }
+    batches["test_batch"] = _batch(per_batch, 99)
+    meta = {b"label_names": [b"airplane", b"automobile", b"bird"], b"num_vis": 3072}
+    with tarfile.open(path, "w:gz") as archive:
+        for name, payload in [*batches.items(), ("batches.meta", meta)]:
+            data = pickle.dumps(payload, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return batches

@@ -7,11 +7,13 @@ Clone the DVC repo at the tag, `dvc pull`, then verify every byte, fail-closed
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lineage import datarepo
 from lineage.datarepo import DataVerificationError
+from lineage.dvcremote import ErasedObject
 from lineage.manifest import ManifestRow
 
 log = logging.getLogger("lineage.training")
@@ -26,18 +28,23 @@ class FetchedDataset:
     commit: str
     dataset_md5: str
     manifest_sha256: str
-    rows: list[ManifestRow]
+    rows: list[ManifestRow]  # the records to train on (erased ones left out)
     manifest_path: Path
+    erased: list[ErasedObject] = field(default_factory=list)
 
     @property
     def repo_dir(self) -> Path:
         return self.dir.parent
 
 
-def fetch_dataset(repo_url: str, tag: str, workdir: Path) -> FetchedDataset:
+def fetch_dataset(
+    repo_url: str, tag: str, workdir: Path, erased: Mapping[str, str] | None = None
+) -> FetchedDataset:
+    """`erased`: md5 -> request of every object an erasure removed (the `erasures` channel);
+    those records are left out, every other byte is verified as usual."""
     log.info("step: git clone --depth 1 --branch %s", tag)
     commit = datarepo.clone(repo_url, workdir, tag=tag)
-    verified = datarepo.pull_and_verify(workdir, tag)
+    verified = datarepo.pull_and_verify(workdir, tag, erased=erased)
     return FetchedDataset(
         dir=verified.dir,
         tag=tag,
@@ -46,4 +53,5 @@ def fetch_dataset(repo_url: str, tag: str, workdir: Path) -> FetchedDataset:
         manifest_sha256=verified.manifest_sha256,
         rows=verified.rows,
         manifest_path=verified.manifest_path,
+        erased=verified.erased,
     )

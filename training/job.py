@@ -115,7 +115,9 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
     if "pretrained" in channels:
         pretrained = str(channels["pretrained"])
 
-    fetched = fetch_dataset(repo_url, params.dvc_tag, paths.work_dir / "dataset-repo")
+    fetched = fetch_dataset(
+        repo_url, params.dvc_tag, paths.work_dir / "dataset-repo", _erased(channels)
+    )
     _check_published_commit(tracking_uri, experiment, fetched)
     meta = datarepo.tag_metadata(fetched.repo_dir, params.dvc_tag)
     committed = datarepo.committed_metadata(fetched.repo_dir)  # dataset.json at the commit
@@ -199,6 +201,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
                     f"count_{name}": len(split)
                     for name, split in (("train", train), ("val", val), ("test", test))
                 },
+                **_erasure_params(fetched),
             }
         )
         _log_dataset_input(mlflow, fetched, repo_url)
@@ -298,7 +301,34 @@ def _record_pattern_facts(committed: dict[str, Any], fetched: FetchedDataset) ->
     return {
         "pattern": "record",
         **{key: str(committed[key]) for key in CONSENT_FACTS},
+        **(
+            {"consent_log_id": str(committed["consent_log_id"])}
+            if committed.get("consent_log_id")
+            else {}
+        ),
         "patient_count": len({row.patient_id for row in fetched.rows if row.patient_id}),
+    }
+
+
+def _erased(channels: dict[str, Path]) -> dict[str, str]:
+    """The `erasures` channel: md5 -> request of every object an erasure removed."""
+    if "erasures" not in channels:
+        return {}
+    files = sorted(channels["erasures"].glob("*.json"))
+    try:
+        data = json.loads(files[0].read_text()) if files else {}
+    except ValueError as exc:
+        raise TrainingError(f"the erasures channel is not JSON: {exc}") from None
+    return {str(md5): str(request) for md5, request in data.items()}
+
+
+def _erasure_params(fetched: FetchedDataset) -> dict[str, Any]:
+    """A version with erased records trains on the remainder, and says so in the run."""
+    if not fetched.erased:
+        return {}
+    return {
+        "erased_records": len(fetched.erased),
+        "erasure_requests": ",".join(sorted({e.request for e in fetched.erased})),
     }
 
 

@@ -87,6 +87,7 @@ class Context:
     _endpoints: list[dict[str, Any]] | None = None
     _events: list[ConsentEvent] | None = None
     _states: dict[str | None, dict[str, str]] = field(default_factory=dict)
+    _erasure_log: Any = None
 
     @classmethod
     def open(cls, settings: Settings, *, scan: bool = False) -> Context:
@@ -120,6 +121,34 @@ class Context:
         if self._events is None:
             self._events = self.consent.events()
         return self._events
+
+    def erasures(self, patient_id: str) -> list[dict[str, Any]]:
+        """The patient's erasures, from the tombstones (verified erasure log): what was
+        erased, under which request, and which dataset versions and models had held it."""
+        from lineage.erasure import ErasureLog
+
+        if self._erasure_log is None:
+            self._erasure_log = ErasureLog.from_settings(self.settings)
+        found = []
+        for event in self._erasure_log.of_patient(patient_id):
+            datasets = {d["dataset_md5"] for t in event.tombstones for d in t.datasets}
+            found.append(
+                {
+                    "seq": event.seq,
+                    "request": event.request,
+                    "actor": event.actor,
+                    "at": event.at,
+                    "records": len(event.tombstones),
+                    "scans": sorted({t.scan_id for t in event.tombstones}),
+                    "dataset_versions": sorted(
+                        {d["tag"] for t in event.tombstones for d in t.datasets}
+                    ),
+                    "models_trained_on_them": [
+                        m.ref for m in self.source.models() if m.dataset_md5 in datasets
+                    ],
+                }
+            )
+        return found
 
     def status_at(self, patient_id: str, moment: str | None) -> str | None:
         """The patient's consent at `moment` (now when None); None when not yet known."""
@@ -178,6 +207,7 @@ class RecordAudit:
     models: list[ModelHit]
     models_checked: int
     source: str
+    erasures: list[dict[str, Any]] = field(default_factory=list)  # from the tombstones
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -186,6 +216,7 @@ class RecordAudit:
             "models": [h.__dict__ for h in self.models],
             "models_checked": self.models_checked,
             "source": self.source,
+            "erasures": self.erasures,
         }
 
 
@@ -198,6 +229,7 @@ def audit_record(settings: Settings, patient_id: str, *, scan: bool = False) -> 
         hits,
         len(checked),
         context.source.kind,
+        context.erasures(patient_id),
     )
 
 
@@ -241,6 +273,7 @@ class PatientLine:
     consent_at_training: str | None
     consent_now: str | None
     withdrawn_at: str | None  # when consent was withdrawn after training, if it was
+    erased: str | None = None  # "<time> under <request>" when the patient's data was erased
 
 
 @dataclass(frozen=True)
@@ -335,6 +368,7 @@ def audit_model(settings: Settings, ref: str, *, scan: bool = False) -> ModelAud
                 consent_at_training=context.status_at(patient_id, model.consent_as_of),
                 consent_now=now,
                 withdrawn_at=withdrawn_at,
+                erased=_erased_line(context, patient_id) if withdrawn_at else None,
             )
         )
     return ModelAudit(
@@ -361,6 +395,7 @@ class Exclusion:
     clean: list[str]  # trained after `since` without the patient
     models_checked: int
     source: str
+    erasures: list[dict[str, Any]] = field(default_factory=list)  # evidence of erasure
 
     @property
     def passed(self) -> bool:
@@ -376,6 +411,7 @@ class Exclusion:
             "clean": self.clean,
             "models_checked": self.models_checked,
             "source": self.source,
+            "erasures": self.erasures,
         }
 
 
@@ -418,4 +454,13 @@ def audit_excluded(
         clean=[m.ref for m in checked if trained_at(m) >= since and m.ref not in held],
         models_checked=len(checked),
         source=context.source.kind,
+        erasures=context.erasures(patient_id),
     )
+
+
+def _erased_line(context: Context, patient_id: str) -> str | None:
+    erasures = context.erasures(patient_id)
+    if not erasures:
+        return None
+    last = erasures[-1]
+    return f"{last['at']} under {last['request']}"

@@ -85,6 +85,7 @@ def build(settings: Settings, ref: str, *, scan: bool = False) -> dict[str, Any]
                     "withdrawn_at": p.withdrawn_at,
                     "records": p.records,
                     "splits": p.splits,
+                    "erased": p.erased,  # "<time> under <request>": images deleted, tombstoned
                 }
                 for p in audit.withdrawn_since
             ],
@@ -180,7 +181,13 @@ def render_html(report: dict[str, Any]) -> str:
         for label, n in labels.items()
     ]
     withdrawn = [
-        [w["patient_id"], w["withdrawn_at"], w["records"], ", ".join(w["splits"])]
+        [
+            w["patient_id"],
+            w["withdrawn_at"],
+            w["records"],
+            ", ".join(w["splits"]),
+            w.get("erased") or "not erased",
+        ]
         for w in consent["withdrawn_since_training"]
     ]
     consent_rows = [
@@ -216,7 +223,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>4. Consent</h2>",
         _table(["", "value"], consent_rows, mono={1}),
         "<h3>Patients who withdrew consent after this model was trained</h3>",
-        _table(["patient", "withdrawn at", "records", "splits"], withdrawn)
+        _table(["patient", "withdrawn at", "records", "splits", "data erased"], withdrawn)
         if withdrawn
         else "<p>None.</p>",
         "<h2>5. How to reproduce every claim above</h2><ol>",

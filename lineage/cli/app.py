@@ -8,7 +8,18 @@ import typer
 from rich.text import Text
 
 from lineage import __version__
-from lineage.cli import audit, consent, demo, deploy, process, query, sagemaker, stack, train
+from lineage.cli import (
+    audit,
+    consent,
+    demo,
+    deploy,
+    erase,
+    process,
+    query,
+    sagemaker,
+    stack,
+    train,
+)
 from lineage.cli.output import err_console
 from lineage.config import Settings, export_stack_auth
 from lineage.errors import LineageError
@@ -35,6 +46,7 @@ app.command(name="compare")(query.compare_command)
 app.command(name="demo")(demo.demo_command)
 app.add_typer(consent.app, name="consent")
 app.command(name="impact")(audit.impact_command)
+app.command(name="erase")(erase.erase_command)
 app.add_typer(audit.app, name="audit")
 app.add_typer(audit.index_app, name="index")
 app.add_typer(sagemaker.app, name="sagemaker")

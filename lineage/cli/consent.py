@@ -20,6 +20,7 @@ from lineage.consent import registry_csv
 from lineage.consent.events import ConsentEvent, parse_time
 from lineage.consent.store import ConsentStore
 from lineage.credentials import write_private
+from lineage.erasure.log import ErasureLog
 
 app = typer.Typer(
     help="The consent registry: an append-only, hash-chained event log.", no_args_is_help=True
@@ -195,14 +196,17 @@ def verify(
     and, unless --offline, every run's recorded consent head). Any edit, deletion,
     reordering or truncation of the stored history is found and named."""
     settings = Settings.from_env()
+    store = ConsentStore.from_settings(settings)
     anchors = []
     if not offline:
         from lineage.consent.recorded import heads_recorded_in_mlflow
         from lineage.registry import mlflow_client
 
-        anchors = heads_recorded_in_mlflow(mlflow_client(settings.mlflow_uri))
-    result = ConsentStore.from_settings(settings).verify(anchors)
+        anchors = heads_recorded_in_mlflow(mlflow_client(settings.mlflow_uri), store.anchor.log_id)
+    result = store.verify(anchors)
     result["mlflow_checked"] = not offline
+    erasures = ErasureLog.from_settings(settings).events()  # same database, same guarantees
+    result["erasures"] = len(erasures)
     if json_output:
         emit_json(result)
         return
@@ -211,4 +215,5 @@ def verify(
         f"head {result['head_seq']} {result['head_hash']}; every MAC valid under "
         f"{result['key']}; {result['anchored_heads']} anchored heads"
         + (f", {result['external_anchors']} heads recorded in MLflow" if not offline else "")
+        + f"; erasure log intact ({len(erasures)} erasures)"
     )

@@ -107,7 +107,7 @@ def _print_steps(steps: list[Any]) -> None:
     console.print(table)
 
 
-def _print_record_summary(result: RecordDemoResult) -> None:
+def _print_record_summary(result: RecordDemoResult, repo: str) -> None:
     _print_steps(result.steps)
     v1, v2 = (
         "{model_name}/{model_version}".format(**result.versions[v]["training"])
@@ -115,9 +115,13 @@ def _print_record_summary(result: RecordDemoResult) -> None:
     )
     patient = result.withdrawn[0]
     console.print(f"audit report: {result.report['html']}\n{result.report['verdict']}")
+    evidence = result.erasure.get("evidence", {})
+    console.print(f"erasure evidence ({patient}): {evidence.get('html')}")
+    tag = result.versions["v1.0"]["processing"]["tag"]
     console.print(f"\nMLflow UI: {result.mlflow_ui}\nexplore further:")
     for command in (
         f"lineage consent status {patient}",
+        f"lineage verify --tag {tag} --repo {repo}     # intact except the erased records",
         f"lineage impact {patient}",
         f"lineage audit record {patient}",
         f"lineage audit excluded {patient}            # v1 {v1} is still registered",
@@ -171,7 +175,7 @@ def demo_command(
         if json_output:
             emit_json(record.to_json())
         else:
-            _print_record_summary(record)
+            _print_record_summary(record, repo or "patients")
         if not record.consent_check.get("matches"):
             raise typer.Exit(code=1)
         return

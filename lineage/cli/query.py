@@ -17,6 +17,7 @@ from rich.table import Table
 from lineage.cli.options import Json, Repo
 from lineage.cli.output import console, emit_json, err_console
 from lineage.config import Settings
+from lineage.erasure import summarize_erased
 from lineage.query.chain import Check
 from lineage.query.compare import Comparison, compare
 from lineage.query.reproduce import Reproduction, reproduce
@@ -121,10 +122,22 @@ def print_reproduction(result: Reproduction) -> None:
                 ", ".join(f"{v:.4f}" for v in m.original),
                 ", ".join(f"{v:.4f}" for v in m.reproduced),
                 f"{m.tolerance:g}",
-                "[green]equal[/green]" if m.ok else "[red]DIFFERS[/red]",
+                "[green]equal[/green]"
+                if m.ok
+                else ("differs" if result.retraining.erased_records else "[red]DIFFERS[/red]"),
             )
         console.print(table)
-    if result.ok:
+        if result.retraining.erased_records:
+            console.print(
+                f"trained on the remainder: {result.retraining.erased_records} records were "
+                "erased, so the metrics are compared, not required to be equal"
+            )
+    if result.ok and result.erased:
+        console.print(
+            f"[green]reproduced[/green], except {summarize_erased(result.erased)}: every other "
+            "file is byte for byte the recorded data"
+        )
+    elif result.ok:
         console.print("[green]reproduced[/green]: the data is byte for byte the recorded data")
 
 
@@ -183,7 +196,12 @@ def verify_command(
             print_checks(result.checks)
         for problem in result.problems:
             console.print(f"[red]{problem}[/red]")
-        if result.ok:
+        if result.ok and result.erased:
+            console.print(
+                f"[green]intact except {summarize_erased(result.erased)}[/green]: every other "
+                "object is present and hashes to its name"
+            )
+        elif result.ok:
             console.print("[green]intact[/green]: every object is present and hashes to its name")
     _fail_if(not result.ok, f"NOT intact: {len(result.problems)} objects missing or changed")
 

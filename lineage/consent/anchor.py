@@ -27,18 +27,32 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from lineage.consent.events import ConsentEvent, ConsentIntegrityError
+from lineage.consent.events import ConsentIntegrityError
 from lineage.credentials import private_dir, write_private_once
 
 KEY_ENV = "LINEAGE_CONSENT_KEY"
 KEY_FILE = "consent.key"
 HEADS_DIR = "consent-heads"
+
+
+class Chained(Protocol):
+    """An event of a hash-chained log (consent, erasure)."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def hash(self) -> str: ...
+
+    def describe(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -55,11 +69,22 @@ class ConsentAnchor:
     key: bytes
     key_source: str  # "LINEAGE_CONSENT_KEY" or the key file's path (never the key)
     head_file: Path
+    database: str = ""  # which database the log is in (no password): see `log_id`
+
+    @property
+    def log_id(self) -> str:
+        """A keyed id of this log: snapshots and runs record it beside the consent head, so
+        `consent verify` checks this registry only against its own anchors (two registries
+        on one MLflow never vouch for, or accuse, each other)."""
+        return self.mac(f"consent-log:{self.database}")[:32]
 
     @classmethod
-    def for_database(cls, home: Path, database_url: str, key: str | None = None) -> ConsentAnchor:
-        """The anchor of one consent database: the key (given, or the home's key file) and
-        that database's head file under ``home/consent-heads``."""
+    def for_database(
+        cls, home: Path, database_url: str, key: str | None = None, log: str = "consent"
+    ) -> ConsentAnchor:
+        """The anchor of one log in one database: the key (given, or the home's key file)
+        and that log's head file under ``home/<log>-heads`` (the erasure log, kept in the
+        same database, has its own)."""
         private_dir(home)
         if key:
             secret, source = key.encode("utf-8"), KEY_ENV
@@ -68,26 +93,26 @@ class ConsentAnchor:
             secret, source = _key_file(path), str(path)
         identity = database_identity(database_url)
         digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
-        return cls(secret, source, home / HEADS_DIR / f"{digest}.jsonl")
+        heads = HEADS_DIR if log == "consent" else f"{log}-heads"
+        return cls(secret, source, home / heads / f"{digest}.jsonl", identity)
 
     # -- MACs ---------------------------------------------------------------------------------
     def mac(self, message: str) -> str:
         return hmac.new(self.key, message.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def event_mac(self, event: ConsentEvent) -> str:
+    def event_mac(self, event: Chained) -> str:
         return self.mac(f"event:{event.hash}")
 
-    def check_event(self, event: ConsentEvent, mac: str | None) -> None:
+    def check_event(self, event: Chained, mac: str | None) -> None:
         if mac is None or not hmac.compare_digest(self.event_mac(event), mac):
             raise ConsentIntegrityError(
-                f"consent event {event.seq} ({event.patient_id}, {event.action} at {event.at}) "
-                f"carries no valid MAC under the consent key ({self.key_source}): it was "
-                "written or rewritten without the key",
+                f"{event.describe()} carries no valid MAC under the consent key "
+                f"({self.key_source}): it was written or rewritten without the key",
                 _RESTORE,
             )
 
     # -- the head file ------------------------------------------------------------------------
-    def record_head(self, event: ConsentEvent) -> None:
+    def record_head(self, event: Chained) -> None:
         """Append the new head. One `write` of one line on an O_APPEND descriptor: concurrent
         writers interleave whole lines; a crash before it only leaves the file behind the
         database (weaker, never a false alarm)."""
@@ -132,21 +157,21 @@ class ConsentAnchor:
         return found
 
 
-def check_heads(events: list[ConsentEvent], heads: list[Head]) -> None:
+def check_heads(events: Sequence[Chained], heads: list[Head], what: str = "consent") -> None:
     """The log must reach every anchored head and hold the anchored event there."""
     for head in heads:
         if head.seq == 0:
             continue
         if head.seq > len(events):
             raise ConsentIntegrityError(
-                f"the consent log ends at event {len(events)}, but event {head.seq} was "
+                f"the {what} log ends at event {len(events)}, but event {head.seq} was "
                 f"anchored ({head.where}): events were deleted from the database",
                 _RESTORE,
             )
         event = events[head.seq - 1]
         if event.hash != head.hash:
             raise ConsentIntegrityError(
-                f"consent event {head.seq} is not the event anchored at {head.where} "
+                f"{what} event {head.seq} is not the event anchored at {head.where} "
                 f"(hash {event.hash[:16]}, anchored {head.hash[:16]}): the log was rewritten",
                 _RESTORE,
             )

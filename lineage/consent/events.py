@@ -42,6 +42,9 @@ class ConsentEvent:
     def status(self) -> str:
         return STATUS_OF[self.action]
 
+    def describe(self) -> str:
+        return f"consent event {self.seq} ({self.patient_id}, {self.action} at {self.at})"
+
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
 

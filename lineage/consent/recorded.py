@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 
 HEAD_SEQ = "consent_head_seq"
 HEAD_HASH = "consent_head_hash"
+LOG_ID = "consent_log_id"
 
 
-def heads_recorded_in_mlflow(client: MlflowClient) -> list[Head]:
-    """One `Head` per run that recorded a consent head, in every experiment."""
+def heads_recorded_in_mlflow(client: MlflowClient, log_id: str) -> list[Head]:
+    """One `Head` per run that recorded a head of this consent log (`log_id`), in every
+    experiment: runs filtered by another registry on the same MLflow are not its anchors."""
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
 
@@ -32,7 +34,7 @@ def heads_recorded_in_mlflow(client: MlflowClient) -> list[Head]:
         while experiments:
             page = client.search_runs(
                 experiments,
-                filter_string=f"params.{HEAD_SEQ} LIKE '%'",
+                filter_string=f"params.{LOG_ID} = '{log_id}'",
                 run_view_type=ViewType.ALL,
                 max_results=1000,
                 page_token=token,

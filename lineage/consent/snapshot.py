@@ -32,12 +32,30 @@ class Snapshot:
     sha256: str
     head_seq: int  # the last event at or before `as_of`: where in the chain this was taken
     head_hash: str
+    # which consent log (a keyed id of the registry's database): a head recorded elsewhere
+    # is an anchor of this log only, never of another registry's on the same MLflow
+    log_id: str = ""
 
     @classmethod
-    def build(cls, as_of: str, states: dict[str, str], head_seq: int, head_hash: str) -> Snapshot:
+    def build(
+        cls,
+        as_of: str,
+        states: dict[str, str],
+        head_seq: int,
+        head_hash: str,
+        log_id: str = "",
+    ) -> Snapshot:
         consenting = sorted(p for p, s in states.items() if s == "granted")
         withdrawn = sorted(p for p, s in states.items() if s != "granted")
-        return cls(as_of, consenting, withdrawn, consenting_sha256(consenting), head_seq, head_hash)
+        return cls(
+            as_of,
+            consenting,
+            withdrawn,
+            consenting_sha256(consenting),
+            head_seq,
+            head_hash,
+            log_id,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -61,6 +79,7 @@ class Snapshot:
                 sha256=str(data["sha256"]),
                 head_seq=int(data["head_seq"]),
                 head_hash=str(data["head_hash"]),
+                log_id=str(data.get("log_id", "")),
             )
         except FileNotFoundError:
             raise ConsentError(

@@ -250,7 +250,7 @@ class ConsentStore(SqlStore):
                 break
             states[event.patient_id] = event.status
             head_seq, head_hash = event.seq, event.hash
-        return Snapshot.build(moment, states, head_seq, head_hash)
+        return Snapshot.build(moment, states, head_seq, head_hash, self.anchor.log_id)
 
     def snapshot(self, as_of: str | None = None) -> Snapshot:
         """Who had consent at `as_of` (now when None), taken at one consistent instant."""
@@ -442,6 +442,7 @@ class ConsentStore(SqlStore):
             "patients": len({e.patient_id for e in events}),
             "head_seq": events[-1].seq if events else 0,
             "head_hash": events[-1].hash if events else None,
+            "log_id": self.anchor.log_id,
             "key": self.anchor.key_source,
             "head_file": str(self.anchor.head_file),
             "anchored_heads": len(self.anchor.heads()),

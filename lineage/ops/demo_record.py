@@ -19,17 +19,20 @@ from lineage.audit.report import write_report
 from lineage.config import Settings
 from lineage.consent import registry_csv
 from lineage.consent.store import ConsentStore
+from lineage.erasure.erase import erase
 from lineage.errors import LineageError
 from lineage.index.store import LineageIndex
 from lineage.ops.demo import CHAMPION, Reporter, Step, Timeline
 from lineage.ops.deploy import deploy
 from lineage.ops.process import ProcessOptions
 from lineage.ops.train import TrainOptions, pipeline, promote
+from lineage.query.verify import verify
 from lineage.registry import mlflow_client
 
 SOURCE = "synthetic-cxr"
 WITHDRAWALS = 3
 ACTOR = "lineage-demo"
+DEMO_REQUEST = "DEMO-ERASURE-1"  # the reference of the (demo) patient's erasure request
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class RecordDemoResult:
     consent_check: dict[str, Any] = field(default_factory=dict)
     endpoint: dict[str, Any] = field(default_factory=dict)
     report: dict[str, str] = field(default_factory=dict)
+    erasure: dict[str, Any] = field(default_factory=dict)  # the last step: one patient erased
     steps: list[Step] = field(default_factory=list)
     mlflow_ui: str = ""
 
@@ -62,6 +66,7 @@ class RecordDemoResult:
             "consent_check": self.consent_check,
             "endpoint": self.endpoint,
             "report": self.report,
+            "erasure": self.erasure,
             "steps": [s.__dict__ for s in self.steps],
             "mlflow_ui": self.mlflow_ui,
         }
@@ -191,6 +196,22 @@ def run_record_demo(
         lambda r: str(r[0]),
     )
     result.report = {"html": str(html_path), "json": str(json_path), "verdict": verdict}
+    erased_patient = result.withdrawn[0]
+    erasure = run(
+        f"erase {erased_patient}'s images from every dataset version (request {DEMO_REQUEST})",
+        lambda: erase(settings, erased_patient, request=DEMO_REQUEST, actor=ACTOR),
+        lambda e: (
+            f"{len(e.deleted_objects)} objects deleted, {len(e.plan.kept)} kept (shared), "
+            f"{len(e.deleted_files)} local copies; evidence {e.evidence.get('html')}"
+        ),
+    )
+    result.erasure = erasure.to_json()
+    checked = run(
+        f"verify {v1['processing']['tag']} after the erasure",
+        lambda: verify(settings, tag=v1["processing"]["tag"], repo=options.repo),
+        lambda v: f"intact except {len(v.erased)} erased records" if v.ok else "NOT intact",
+    )
+    result.erasure["verify_after"] = checked.to_json()
     result.mlflow_ui = settings.mlflow_uri
     return result
 

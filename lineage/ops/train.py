@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from lineage import contract
 from lineage.config import Settings
+from lineage.credentials import private_dir, write_private
 from lineage.errors import LineageError
 from lineage.gitops import split_credentials
 from lineage.jobspec import Channel, TrainingJobSpec, job_name
@@ -36,6 +38,7 @@ class TrainOptions:
     runtime: str = "process"
     register: bool = True
     reproduces: str | None = None  # run id this run re-executes (`lineage reproduce --retrain`)
+    erasures: str | None = None  # JSON file md5 -> request: objects erased (the channel)
     repo_url: str | None = None  # the dataset repository, when not `repo` on the local server
 
 
@@ -59,6 +62,8 @@ def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> Trai
         hyperparameters["pretrained"] = options.pretrained.lower()
     else:
         channels.append(Channel("pretrained", options.pretrained))
+    if options.erasures:
+        channels.append(Channel("erasures", options.erasures))
     name = job_name(f"train-{options.tag[:24]}")
     return TrainingJobSpec(
         name=name,
@@ -86,6 +91,7 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
     # credentials in a repository URL travel in the job's environment (like the stack's
     # keys), never in its config files, argv or the clone's .git/config
     repo_url, url_auth = split_credentials(options.repo_url or settings.repo_url(options.repo))
+    options = with_erasures(settings, options)
     spec = build_spec(settings, options, repo_url)
     outcome = run_training(
         spec,
@@ -104,6 +110,19 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
     result["model_artifact"] = str(outcome.job_dir / "output" / "model.tar.gz")
     result["indexed"] = index_version(settings, result)
     return result
+
+
+def with_erasures(settings: Settings, options: TrainOptions) -> TrainOptions:
+    """Every object an erasure removed goes to the job as the `erasures` channel, so a
+    version with erased records trains on the remainder instead of failing as damaged."""
+    from lineage.erasure import erased_objects
+
+    erased = erased_objects(settings)
+    if not erased or options.erasures:
+        return options
+    path = private_dir(settings.home / "erasures") / "erased-objects.json"
+    write_private(path, json.dumps(erased, indent=1, sort_keys=True))
+    return replace(options, erasures=str(path))
 
 
 def index_version(settings: Settings, result: dict[str, Any]) -> bool:

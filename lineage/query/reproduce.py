@@ -17,6 +17,8 @@ from typing import Any
 
 from lineage import datarepo
 from lineage.config import Settings
+from lineage.dvcremote import ErasedObject
+from lineage.erasure import erased_objects, summarize_erased
 from lineage.errors import LineageError
 from lineage.query.chain import Check, RecordedData, agree, locate, recorded_data
 from lineage.redact import redact_url
@@ -42,10 +44,11 @@ class Retraining:
     run_id: str
     device: str
     metrics: list[MetricComparison]
+    erased_records: int = 0  # trained on the remainder: metrics are compared, not required
 
     @property
     def ok(self) -> bool:
-        return all(m.ok for m in self.metrics)
+        return self.erased_records > 0 or all(m.ok for m in self.metrics)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Reproduction:
     directory: str | None  # the checkout, when kept (--dir)
     checks: list[Check] = field(default_factory=list)
     retraining: Retraining | None = None
+    erased: list[ErasedObject] = field(default_factory=list)  # removed by an erasure
 
     @property
     def ok(self) -> bool:
@@ -80,12 +84,14 @@ class Reproduction:
             "files_verified": self.files_verified,
             "directory": self.directory,
             "checks": [c.to_json() for c in self.checks],
+            "erased": [e.__dict__ for e in self.erased],
             "retraining": None
             if self.retraining is None
             else {
                 "ok": self.retraining.ok,
                 "run_id": self.retraining.run_id,
                 "device": self.retraining.device,
+                "erased_records": self.retraining.erased_records,
                 "metrics": [m.__dict__ for m in self.retraining.metrics],
             },
         }
@@ -122,14 +128,17 @@ def reproduce(
         checks.append(agree("dvc pointer", "`.dvc` md5 vs run", data.dataset_md5, pointer.md5))
         label = f"{data.tag} ({data.commit[:12]})"
         verified = datarepo.pull_and_verify(
-            repo_dir, label, s3_client(settings), settings.client_env()
+            repo_dir, label, s3_client(settings), settings.client_env(), erased_objects(settings)
         )
         checks.append(
             Check(
                 "files",
                 True,
-                f"{len(verified.rows)} files re-hashed against the manifest; directory md5 "
-                f"{verified.dataset_md5}",
+                f"{len(verified.rows)} files re-hashed against the manifest and the listing; "
+                f"intact except {summarize_erased(verified.erased)}"
+                if verified.erased
+                else f"{len(verified.rows)} files re-hashed against the manifest; directory "
+                f"md5 {verified.dataset_md5}",
             )
         )
         checks.append(
@@ -146,7 +155,7 @@ def reproduce(
                 "the data does not match the record, so retraining would not reproduce the model",
                 "fix the failed checks first (run without --retrain to see them)",
             )
-        retraining = _retrain(settings, client, data, pretrained, stream)
+        retraining = _retrain(settings, client, data, pretrained, stream, len(verified.erased))
     return Reproduction(
         model=None if version is None else version.ref,
         run_id=run.run_id,
@@ -159,11 +168,17 @@ def reproduce(
         directory=str(directory) if directory is not None else None,
         checks=checks,
         retraining=retraining,
+        erased=verified.erased,
     )
 
 
 def _retrain(
-    settings: Settings, client: Any, data: RecordedData, pretrained: str | None, stream: bool
+    settings: Settings,
+    client: Any,
+    data: RecordedData,
+    pretrained: str | None,
+    stream: bool,
+    erased: int = 0,
 ) -> Retraining:
     from lineage.ops.train import TrainOptions, train
 
@@ -214,7 +229,7 @@ def _retrain(
                     exact,
                 )
             )
-    return Retraining(again, device, comparisons)
+    return Retraining(again, device, comparisons, erased)
 
 
 def _experiment_name(client: Any, run: RunRecord) -> str:

@@ -20,7 +20,8 @@ import httpx
 
 from lineage import datarepo, manifest
 from lineage.config import Settings
-from lineage.dvcremote import DvcRemote
+from lineage.dvcremote import DvcRemote, ErasedObject
+from lineage.erasure import erased_objects, summarize_erased
 from lineage.errors import LineageError
 from lineage.hashing import bytes_sha256, file_sha256
 from lineage.integrity import model_dir_checks
@@ -220,6 +221,14 @@ def _data_link(
     )
     remote = DvcRemote(s3_client(settings), datarepo.remote_url(repo_dir))
     entries = {e.relpath: e.md5 for e in remote.listing(pointer.md5)}
+    tombstoned = erased_objects(settings)
+    erased = [
+        ErasedObject(path, md5, tombstoned[md5])
+        for path, md5 in entries.items()
+        if md5 in tombstoned
+    ]
+    if erased:  # reported, not a failure: the tombstones keep the version verifiable
+        checks.append(Check("erasures", True, summarize_erased(erased)))
     checks.append(
         Check(
             "dvc listing",

@@ -16,6 +16,7 @@ from typing import Any
 from lineage import datarepo
 from lineage.config import Settings
 from lineage.dvcremote import DvcRemote, ObjectProblem
+from lineage.erasure import ErasedObject, separate_erased
 from lineage.errors import LineageError
 from lineage.query.chain import Check, agree, locate, recorded_data
 from lineage.redact import redact_url
@@ -35,6 +36,7 @@ class Verification:
     problems: list[ObjectProblem] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     model: str | None = None
+    erased: list[ErasedObject] = field(default_factory=list)  # missing, with a tombstone
 
     @property
     def ok(self) -> bool:
@@ -52,6 +54,7 @@ class Verification:
             "nfiles": self.nfiles,
             "checked": self.checked,
             "problems": [p.__dict__ for p in self.problems],
+            "erased": [e.__dict__ for e in self.erased],
             "checks": [c.to_json() for c in self.checks],
         }
 
@@ -96,7 +99,7 @@ def verify(
             f"{len(entries)} files listed, {pointer.nfiles} recorded in the `.dvc` file",
         )
     )
-    problems = remote.check_all(entries, jobs=jobs)
+    erased, problems = separate_erased(settings, remote.check_all(entries, jobs=jobs))
     return Verification(
         repo_url=redact_url(url),
         tag=tag,
@@ -108,4 +111,5 @@ def verify(
         problems=problems,
         checks=checks,
         model=model,
+        erased=erased,
     )

@@ -18,9 +18,8 @@ from mlflow.tracking import MlflowClient
 from lineage.ops.train import TrainOptions, build_spec
 from local.runner import run_training
 from tests.conftest import RunningStack, free_port_block, run_cli
+from tests.helpers import digit_images, ok
 from tests.integration.conftest import run_pipeline
-from tests.integration.test_inference import digit_images
-from tests.integration.test_processing import ok
 
 pytestmark = [pytest.mark.container, pytest.mark.integration]
 
@@ -102,8 +101,15 @@ def test_pipeline_in_the_images_records_the_same_lineage(
         for k in params["process"].keys() | params["docker"].keys()
         if params["process"].get(k) != params["docker"].get(k)
     }
-    # what must differ: the repository (and so tag, commit), and the image the job ran in
-    assert differ - IMAGE_FIELDS <= {"dvc_repo_url", "dvc_tag", "data_git_commit_id"}
+    # what must differ: the repository (and so tag, commit), the image the job ran in, and
+    # the digests of each run's own model files (MLmodel records its creation time and uuid)
+    assert differ - IMAGE_FIELDS <= {
+        "dvc_repo_url",
+        "dvc_tag",
+        "data_git_commit_id",
+        "weights_sha256",
+        "model_sha256",
+    }
     assert params["docker"].keys() >= IMAGE_FIELDS and not IMAGE_FIELDS & params["process"].keys()
     assert params["docker"]["image_uri"] == "model-lineage/training:test"
     assert params["docker"]["image_digest"].startswith("sha256:")

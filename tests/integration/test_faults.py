@@ -136,6 +136,7 @@ def test_s3_dying_during_dvc_push_fails_within_the_bound(faults: FaultStack) -> 
             repo,
         )
         assert proxy.fired_at is not None, out.stderr[-3000:]
+        print(f"{out.args[3:5]}: failed {ended - proxy.fired_at:.1f}s after the kill")
         assert ended - proxy.fired_at < BOUND_S
         assert out.returncode != 0
         assert f"the S3 store at {proxy.url} stopped answering during `dvc push" in out.stderr
@@ -164,6 +165,7 @@ def test_mlflow_dying_during_training_fails_within_the_bound(faults: FaultStack)
             repo,
         )
         assert proxy.fired_at is not None, out.stderr[-3000:]
+        print(f"{out.args[3:5]}: failed {ended - proxy.fired_at:.1f}s after the kill")
         assert ended - proxy.fired_at < BOUND_S
         assert out.returncode != 0
         assert f"the MLflow tracking server at {proxy.url} stopped answering" in out.stderr
@@ -198,6 +200,7 @@ def test_mlflow_dying_during_registration_registers_nothing(faults: FaultStack) 
             repo,
         )
         assert proxy.fired_at is not None, out.stderr[-3000:]
+        print(f"{out.args[3:5]}: failed {ended - proxy.fired_at:.1f}s after the kill")
         assert ended - proxy.fired_at < BOUND_S
         assert out.returncode != 0
         assert "stopped answering" in out.stderr and "MLflow" in out.stderr
@@ -234,6 +237,7 @@ def test_git_dying_during_the_tag_push_is_named_and_tags_nothing(faults: FaultSt
             repo,
         )
         assert proxy.fired_at is not None, out.stderr[-3000:]
+        print(f"{out.args[3:5]}: failed {ended - proxy.fired_at:.1f}s after the kill")
         assert ended - proxy.fired_at < BOUND_S
         assert out.returncode != 0
         assert "did not take the tag" in out.stderr

@@ -24,24 +24,10 @@ from PIL import Image
 
 from lineage.transforms import preprocess
 from tests.conftest import free_port_block, run_cli
+from tests.helpers import digit_images
 from tests.integration.conftest import Champion, RunningStack
 
 pytestmark = pytest.mark.integration
-
-
-def digit_images(tmp_path: Path, count: int = 6) -> list[Path]:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    paths = []
-    for i in range(count):
-        pixels = np.clip(np.rint(digits.images[-1 - i] * (255 / 16)), 0, 255).astype(np.uint8)
-        image = Image.fromarray(pixels, mode="L")
-        suffix = "png" if i % 2 == 0 else "jpg"
-        path = tmp_path / f"digit{i}.{suffix}"
-        image.save(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +237,27 @@ def test_stock_mlflow_models_serve_answers_too(
         if server.poll() is None:
             os.killpg(server.pid, 15)
             server.wait(timeout=30)
+
+
+def test_stop_without_a_port_stops_every_local_endpoint(
+    running_stack: RunningStack, champion: Champion, tmp_path: Path
+) -> None:
+    """`deploy --stop` used to stop only 8080 and say nothing ran while others did. A home of
+    its own keeps this test's endpoints apart from the rest of the session's."""
+    env = {**running_stack.env, "LINEAGE_HOME": str(tmp_path / "home")}
+    ports = []
+    for _ in range(2):
+        port = free_port_block(1)  # picked after the first endpoint holds its port
+        ports.append(port)
+        out = run_cli(
+            "deploy", "--model", f"{champion.name}@champion", "--port", str(port), env=env
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+    stopped = run_cli("deploy", "--stop", "--json", env=env, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["stopped_ports"] == sorted(ports)
+    for port in ports:
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2)
+    again = run_cli("deploy", "--stop", env=env)
+    assert again.returncode == 0 and "nothing was running" in again.stdout

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import uuid
@@ -23,6 +21,7 @@ from lineage.ops.process import ProcessOptions, build_spec
 from lineage.storage import s3_client
 from local.runner import run_processing
 from tests.conftest import REPO_ROOT, RunningStack, run_cli
+from tests.helpers import checkout_with_plain_dvc, ok, remote_refs
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +32,6 @@ def process_cli(
     return run_cli("process", *args, "--json", env={**stack.env, **(env or {})}, timeout=600)
 
 
-def ok(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert result.returncode == 0, result.stderr[-3000:]
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
-
-
-def remote_refs(url: str) -> dict[str, str]:
-    out = subprocess.run(["git", "ls-remote", url], capture_output=True, text=True, check=True)
-    return {ref: sha for sha, ref in (line.split("\t") for line in out.stdout.splitlines())}
-
-
 def dvc_objects(settings: Settings) -> set[str]:
     client = s3_client(settings)
     keys: set[str] = set()
@@ -52,22 +40,6 @@ def dvc_objects(settings: Settings) -> set[str]:
     ):
         keys.update(obj["Key"] for obj in page.get("Contents", []))
     return keys
-
-
-def checkout_with_plain_dvc(stack: RunningStack, url: str, tag: str, dest: Path) -> Path:
-    """What an auditor does: git clone, git checkout TAG, dvc pull — the stock CLIs."""
-    env = {**os.environ, **stack.settings.client_env(), "DVC_NO_ANALYTICS": "1"}
-    subprocess.run(["git", "clone", "--quiet", url, str(dest)], check=True, env=env)
-    subprocess.run(["git", "checkout", "--quiet", tag], cwd=dest, check=True, env=env)
-    pulled = subprocess.run(
-        [sys.executable, "-m", "dvc", "pull", "--quiet"],
-        cwd=dest,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert pulled.returncode == 0, pulled.stderr
-    return dest / "dataset"
 
 
 @dataclass
@@ -337,7 +309,7 @@ def test_corrupt_cifar_tarball_publishes_nothing(
 
 def test_cifar10_tarball_end_to_end(running_stack: RunningStack, tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO_ROOT))
-    from tests.unit.test_sources import write_cifar_tarball
+    from tests.helpers import write_cifar_tarball
 
     tarball = tmp_path / "cifar-10-python.tar.gz"
     write_cifar_tarball(tarball, per_batch=10)

@@ -25,8 +25,8 @@ from lineage.gitops import dvc_out_md5
 from lineage.hashing import bytes_sha256, file_md5
 from lineage.storage import s3_client
 from tests.conftest import RunningStack, run_cli
+from tests.helpers import checkout_with_plain_dvc, ok, remote_refs
 from tests.integration.conftest import DemoRun, demo_run
-from tests.integration.test_processing import checkout_with_plain_dvc, ok, remote_refs
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from lineage.config import Settings
 from lineage.consent.anchor import ConsentAnchor
 from lineage.storage import s3_client
 from tests.conftest import RunningStack, free_port_block, run_cli
+from tests.helpers import checkout_with_plain_dvc, ok
 from tests.integration.conftest import DemoRun, demo_run
-from tests.integration.test_processing import checkout_with_plain_dvc, ok
 
 pytestmark = pytest.mark.integration
 
@@ -65,9 +65,16 @@ def cli(scenario: Scenario, *args: str, expect: int = 0) -> dict[str, Any]:
 def manifest_rows(
     stack: RunningStack, scenario: Scenario, version: str, dest: Path
 ) -> list[manifest.ManifestRow]:
-    dataset = checkout_with_plain_dvc(
-        stack, stack.settings.repo_url(scenario.repo), scenario.tag(version), dest
-    )
+    """A version's files and manifest: v2.0 through plain git + DVC; v1.0 holds the patient
+    the demo erased at its end, and DVC checks a directory out whole or not at all, so its
+    remainder comes from `lineage reproduce --dir` (every remaining byte verified)."""
+    if version == "v1.0":
+        cli(scenario, "reproduce", "--model", scenario.ref("v1.0"), "--dir", str(dest))
+        dataset = dest / "dataset"
+    else:
+        dataset = checkout_with_plain_dvc(
+            stack, stack.settings.repo_url(scenario.repo), scenario.tag(version), dest
+        )
     return manifest.read(dataset / manifest.MANIFEST_NAME)
 
 
@@ -91,6 +98,24 @@ def test_the_record_manifest_is_patient_level_and_consent_filtered(
     assert v1_by_id == {r.record_id: r.split for r in v2}
 
 
+def test_the_demo_ends_with_an_erasure_that_keeps_v1_verifiable(
+    running_stack: RunningStack, scenario: Scenario, tmp_path: Path
+) -> None:
+    erasure = scenario.result["erasure"]
+    erased = scenario.withdrawn[0]
+    assert erasure["patient_id"] == erased and erasure["deleted_objects"]
+    assert erasure["verify_after"]["ok"] and erasure["verify_after"]["erased"]
+    assert scenario.ref("v1.0") in erasure["to_retrain_or_retire"]
+    assert Path(erasure["evidence"]["html"]).is_file()
+    # the checkout of v1.0: the erased patient's files are gone, everyone else's are there
+    rows = manifest_rows(running_stack, scenario, "v1.0", tmp_path / "v1")
+    dataset = tmp_path / "v1" / "dataset"
+    for row in rows:
+        assert (dataset / row.file_path).is_file() == (row.patient_id != erased), row
+    answer = cli(scenario, "audit", "record", erased)
+    assert answer["erasures"][0]["request"] == erasure["request"]
+
+
 def test_runs_and_datasets_record_the_consent_snapshot(
     running_stack: RunningStack, scenario: Scenario, tmp_path: Path
 ) -> None:
@@ -101,15 +126,16 @@ def test_runs_and_datasets_record_the_consent_snapshot(
     assert params["consent_snapshot_sha256"] == processing["consent"]["consent_snapshot_sha256"]
     assert params["consent_as_of"] == processing["consent"]["consent_as_of"]
     assert int(params["patient_count"]) == sum(processing["patients"].values())
-    checkout_with_plain_dvc(
-        running_stack,
-        running_stack.settings.repo_url(scenario.repo),
-        scenario.tag("v1.0"),
-        tmp_path / "c",
-    )
+    # dataset.json is committed in git beside the .dvc file (no data needed to read it)
+    url, tag = running_stack.settings.repo_url(scenario.repo), scenario.tag("v1.0")
+    subprocess.run(["git", "clone", "--quiet", url, str(tmp_path / "c")], check=True)
+    subprocess.run(["git", "checkout", "--quiet", tag], cwd=tmp_path / "c", check=True)
     committed = json.loads((tmp_path / "c" / manifest.DATASET_METADATA).read_text())
     assert committed["consent_snapshot_sha256"] == params["consent_snapshot_sha256"]
     assert committed["pattern"] == "record"
+    # the consent head it was taken at, and which log that head belongs to, in every copy
+    for key in ("consent_head_seq", "consent_head_hash", "consent_log_id"):
+        assert str(committed[key]) == params[key], key
 
 
 def test_as_of_export_reproduces_v1s_snapshot(scenario: Scenario) -> None:

@@ -33,8 +33,8 @@ from local.runner.launch import job_env
 from local.runner.training import prepare_base_dir
 from processing.publish import DatasetRepo
 from tests.conftest import run_cli
+from tests.helpers import checkout_with_plain_dvc, ok, remote_refs
 from tests.integration.conftest import RunningStack, run_pipeline
-from tests.integration.test_processing import checkout_with_plain_dvc, ok, remote_refs
 
 pytestmark = pytest.mark.integration
 

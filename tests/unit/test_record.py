@@ -22,6 +22,7 @@ RECORD = LineageRecord(
     consent_as_of="2026-11-28T00:00:00.000000Z",
     consent_head_seq="42",
     consent_head_hash="h" * 64,
+    consent_log_id="l" * 32,
     model_name="cxr",
     run_id="r" * 32,
     image_size=128,

@@ -12,32 +12,7 @@ import pytest
 from PIL import Image
 
 from processing.sources import SourceError, load_source, parse_source
-
-
-def _batch(n: int, seed: int) -> dict[bytes, object]:
-    rng = np.random.default_rng(seed)
-    return {
-        b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-        b"labels": [int(x) for x in rng.integers(0, 3, size=n)],
-        b"batch_label": b"batch",
-        b"filenames": [f"img_{seed}_{i}.png".encode() for i in range(n)],
-    }
-
-
-def write_cifar_tarball(path: Path, per_batch: int = 4) -> dict[str, dict[bytes, object]]:
-    """A tiny tarball laid out exactly like cifar-10-python.tar.gz."""
-    batches: dict[str, dict[bytes, object]] = {
-        f"data_batch_{i}": _batch(per_batch, i) for i in range(1, 6)
-    }
-    batches["test_batch"] = _batch(per_batch, 99)
-    meta = {b"label_names": [b"airplane", b"automobile", b"bird"], b"num_vis": 3072}
-    with tarfile.open(path, "w:gz") as archive:
-        for name, payload in [*batches.items(), ("batches.meta", meta)]:
-            data = pickle.dumps(payload, protocol=2)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return batches
+from tests.helpers import write_cifar_tarball
 
 
 def test_cifar10_tarball_in_official_format(tmp_path: Path) -> None:

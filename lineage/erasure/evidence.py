@@ -1,0 +1,90 @@
+"""The evidence an erasure leaves: one JSON record and one self-contained HTML page (0600).
+
+What a data-protection officer files: the request, who carried it out and when, the plan
+(every dataset version, object and scan that held the patient; every model, alias and
+endpoint trained on them), what was deleted with its hashes, what was kept and why, and the
+time from the withdrawal to completion. The patient appears only as the keyed hash the
+erasure log stores; the page never shows the identifier.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from lineage.credentials import write_private
+
+
+def write_evidence(record: dict[str, Any], stem: Path) -> dict[str, str]:
+    """Write `<stem>.json` and `<stem>.html`; their paths."""
+    shown = _without_identifier(record)
+    json_path, html_path = stem.with_suffix(".json"), stem.with_suffix(".html")
+    write_private(json_path, json.dumps(shown, indent=2, default=str) + "\n")
+    write_private(html_path, render(shown))
+    return {"json": str(json_path), "html": str(html_path)}
+
+
+def _without_identifier(record: dict[str, Any]) -> dict[str, Any]:
+    event = record.get("event") or {}
+    plan = dict(record["plan"])
+    plan.pop("patient_id", None)
+    return {
+        **{k: v for k, v in record.items() if k not in ("patient_id", "plan")},
+        "patient_key": event.get("patient_key"),
+        "plan": plan,
+    }
+
+
+def render(record: dict[str, Any]) -> str:
+    esc = html.escape
+    plan = record["plan"]
+    event = record.get("event") or {}
+
+    def table(rows: list[list[str]], head: list[str]) -> str:
+        header = "".join(f"<th>{esc(h)}</th>" for h in head)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows
+        )
+        return f"<table><tr>{header}</tr>{body}</table>" if rows else "<p>none</p>"
+
+    deleted = [
+        [
+            o["scan_id"],
+            o["file_path"],
+            o["md5"],
+            o["sha256"][:16] + "…",
+            ", ".join(d["tag"] for d in o["datasets"]),
+        ]
+        for o in plan["objects"]
+    ]
+    kept = [
+        [o["scan_id"], o["md5"], f"same bytes as {o['shared_with_other_records']} other record(s)"]
+        for o in plan["kept"]
+    ]
+    models = [[m] for m in record.get("to_retrain_or_retire", [])]
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Erasure {esc(str(event.get("seq", "")))}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;font-size:.9em}}</style></head><body>
+<h1>Erasure under request {esc(record["request"])}</h1>
+<p>Carried out by <b>{esc(record["actor"])}</b>, finished {esc(record["finished_at"])};
+{esc(str(record["elapsed_since_withdrawal_s"]))} s after the withdrawal recorded at
+{esc(plan["withdrawn_at"])}. Patient (keyed hash): <code>{esc(str(record["patient_key"]))}</code>.
+Erasure log event {esc(str(event.get("seq")))}, hash <code>{esc(str(event.get("hash")))}</code>.</p>
+<h2>Deleted from the DVC remote ({len(deleted)} objects)</h2>
+{table(deleted, ["scan", "file", "md5", "sha256", "dataset versions"])}
+<h2>Kept ({len(kept)} objects)</h2>
+{table(kept, ["scan", "md5", "why"])}
+<h2>Local copies deleted ({len(record["deleted_files"])})</h2>
+{table([[f] for f in record["deleted_files"]], ["file"])}
+<h2>Models trained on the patient's data: retrain or retire ({len(models)})</h2>
+{table(models, ["model version"])}
+<p>Aliases: {esc(", ".join(plan["aliases"]) or "none")}. Running endpoints:
+{esc(", ".join(e["url"] for e in plan["endpoints"]) or "none")}.
+Nothing is claimed about what the weights memorised: models are retrained, not unlearned.</p>
+<p>Every dataset version that held the patient still verifies: <code>lineage verify --tag
+TAG</code> reports the erased records by this request and checks every other byte.</p>
+</body></html>
+"""
