@@ -34,6 +34,7 @@ TORCH_ONLY := torch torchvision triton cuda-bindings cuda-pathfinder cuda-toolki
   nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx
 
 .PHONY: help install lock lint test test-unit test-integration demo stack-up stack-down clean \
+  bench-tools bench-serve \
   wheels project-wheel base-image images images-plan push
 
 help:
@@ -63,13 +64,17 @@ $(VENV)/.installed: requirements.lock pyproject.toml $(VENV)/.torch-$(TORCH_VERS
 install: $(VENV)/.installed
 
 # requirements.lock: everything (dev and aws extras) for the venv; requirements.runtime.lock:
-# what the images install (aws extra, no dev tools), held to the same versions.
+# what the processing and training images install (aws extra, no dev tools);
+# requirements.inference.lock: the inference image's (images/inference.in: no torch). All
+# held to the same versions.
 LOCK_ARGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header --quiet \
   $(addprefix --no-emit-package ,$(TORCH_ONLY))
 lock: | $(BIN)/uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra aws $(LOCK_ARGS) -o requirements.lock
 	$(BIN)/uv pip compile pyproject.toml --extra aws --constraint requirements.lock $(LOCK_ARGS) \
 	  -o requirements.runtime.lock
+	$(BIN)/uv pip compile images/inference.in --constraint requirements.lock $(LOCK_ARGS) \
+	  -o requirements.inference.lock
 
 lint: install
 	$(BIN)/ruff check .
@@ -92,6 +97,19 @@ test-integration: install
 DEMO_ARGS ?=
 demo: install
 	$(BIN)/lineage demo $(DEMO_ARGS)
+
+# Benchmarks that need a C load generator: wrk, from Debian's package (root installs it here;
+# otherwise the command to run is printed). See benchmarks/serve_latency.py.
+bench-tools:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; \
+	  else echo "install wrk: sudo apt-get install wrk" >&2; exit 1; fi; }
+
+MODEL_DIR ?=
+MODEL_URI ?=
+bench-serve: install bench-tools
+	$(BIN)/python benchmarks/serve_latency.py --model-dir "$(MODEL_DIR)" \
+	  $(if $(MODEL_URI),--model-uri "$(MODEL_URI)",)
 
 stack-up: install
 	$(BIN)/lineage stack up

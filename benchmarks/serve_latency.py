@@ -1,11 +1,17 @@
-"""Serving latency and throughput: our server vs stock `mlflow models serve` vs the bare
-model forward, same model, same machine, one run.
+"""Serving latency and throughput, every row in one run on one machine, same model:
 
-    python benchmarks/serve_latency.py --model-dir .lineage/endpoints/8080/opt/ml/model \
-        --model-uri models:/digits-mobilenetv3/1        # MLFLOW_TRACKING_URI set for the second
+- bare torch and bare ONNX Runtime (in-process, no HTTP): batch-1 latency, batch-32 img/s;
+- HTTP on loopback (`GET /ping` of our server): what any HTTP answer costs here;
+- our server (ONNX Runtime, raw PNG), measured with wrk (a C load generator: a Python client
+  would steal the server's two cores), and with a Python client for comparison;
+- stock `mlflow models serve` (JSON tensors: its users must preprocess), when --model-uri.
 
-Single-image p50/p99 at concurrency 1, images/s at concurrency 16. mlflow's server cannot
-take image bytes, so it gets the preprocessed tensor as JSON (what its users must send).
+    make bench-serve MODEL_DIR=.lineage/endpoints/8080/opt/ml/model MODEL_URI=models:/NAME/1
+
+wrk comes from Debian's package (`make bench-tools` installs it as root, or says how).
+The goals it checks: at concurrency 1, our p50 within 1 ms of bare ONNX Runtime batch 1 plus
+HTTP on loopback; at concurrency 16, at least 80% of bare ONNX Runtime's batched img/s; both
+at least 10x `mlflow models serve`'s throughput.
 """
 
 from __future__ import annotations
@@ -14,23 +20,31 @@ import argparse
 import io
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import torch
+import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from inference.backends import TorchBackend, cpu_threads
 from inference.model import load_model_dir
-from lineage.transforms import preprocess
+from inference.serve import model_threads
+from lineage.onnxmodel import OnnxModel
+from lineage.transforms import to_array
+
+BATCH = 32
 
 
 def free_port() -> int:
@@ -53,28 +67,84 @@ def wait_ping(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> 
     raise SystemExit(f"{url} did not become ready")
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
+def p50_ms(samples: list[float]) -> float:
+    return round(1000 * statistics.median(samples), 3)
+
+
+def bare(
+    probabilities: Callable[[np.ndarray], object], one: np.ndarray, n: int
+) -> dict[str, float]:
+    """In-process: batch-1 p50 and batch-32 images/s."""
+    probabilities(one)
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        probabilities(one)
+        times.append(time.perf_counter() - started)
+    batch = np.repeat(one, BATCH, axis=0)
+    probabilities(batch)
+    started = time.perf_counter()
+    rounds = 10
+    for _ in range(rounds):
+        probabilities(batch)
     return {
-        "p50_ms": round(1000 * statistics.median(ordered), 2),
-        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2),
+        "p50_ms": p50_ms(times),
+        "img_s": round(rounds * BATCH / (time.perf_counter() - started), 1),
     }
 
 
-def sequential(send: Callable[[httpx.Client], None], n: int) -> dict[str, float]:
+def wrk(
+    url: str, body_file: Path | None, content_type: str, connections: int, seconds: int
+) -> dict[str, float]:
+    """wrk's p50 latency and requests/s (one image per request)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        if body_file is not None:
+            script.write(
+                f'local f = io.open("{body_file}", "rb")\n'
+                "wrk.body = f:read('*a')\nf:close()\n"
+                'wrk.method = "POST"\n'
+                f'wrk.headers["Content-Type"] = "{content_type}"\n'
+            )
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            str(min(connections, 2)),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    Path(script.name).unlink()
+    p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)", out, re.M)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if p50 is None or rps is None or non2xx is not None:
+        raise SystemExit(f"wrk against {url} failed:\n{out}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
+    return {"p50_ms": round(float(p50.group(1)) * scale, 3), "img_s": float(rps.group(1))}
+
+
+def python_client(url: str, png: bytes, requests: int, seconds: float) -> dict[str, float]:
+    def send(client: httpx.Client) -> None:
+        client.post(url, content=png, headers={"Content-Type": "image/png"}).raise_for_status()
+
     with httpx.Client(timeout=60) as client:
-        send(client)  # warm-up
+        send(client)
         times = []
-        for _ in range(n):
+        for _ in range(requests):
             started = time.perf_counter()
             send(client)
             times.append(time.perf_counter() - started)
-    return percentiles(times)
-
-
-def concurrent(send: Callable[[httpx.Client], None], clients: int, seconds: float) -> float:
-    stop = threading.Event()
-    counts = [0] * clients
+    stop, counts = threading.Event(), [0] * 16
 
     def worker(i: int) -> None:
         with httpx.Client(timeout=60) as client:
@@ -82,7 +152,7 @@ def concurrent(send: Callable[[httpx.Client], None], clients: int, seconds: floa
                 send(client)
                 counts[i] += 1
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -90,68 +160,82 @@ def concurrent(send: Callable[[httpx.Client], None], clients: int, seconds: floa
     stop.set()
     for t in threads:
         t.join()
-    return round(sum(counts) / (time.perf_counter() - started), 1)
+    return {
+        "p50_ms": p50_ms(times),
+        "img_s": round(sum(counts) / (time.perf_counter() - started), 1),
+    }
+
+
+def serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    wait_ping(f"http://127.0.0.1:{port}", proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--model-uri", help="models:/NAME/VERSION for mlflow models serve")
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=10)
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: `make bench-tools` (Debian's wrk package)")
 
+    image = Image.new("L", (64, 64), 120)
     buffer = io.BytesIO()
-    Image.new("L", (8, 8), 120).save(buffer, format="PNG")
+    image.save(buffer, format="PNG")
     png = buffer.getvalue()
-    model = load_model_dir(args.model_dir)
-    tensor = preprocess(Image.open(io.BytesIO(png)).convert("RGB"), model.image_size)
+    body = Path(tempfile.mkdtemp()) / "image.png"
+    body.write_bytes(png)
+    threads = model_threads(1)
+    model = load_model_dir(args.model_dir, threads)
+    one = to_array(image.convert("RGB"), model.image_size)[None]
     rows: dict[str, dict[str, float]] = {}
-
-    # the physical limit: the network alone, in-process
-    with torch.inference_mode():
-        one = tensor.unsqueeze(0)
-        model.network(one)
-        times = []
-        for _ in range(args.requests):
-            started = time.perf_counter()
-            model.network(one)
-            times.append(time.perf_counter() - started)
-        batch = tensor.unsqueeze(0).repeat(32, 1, 1, 1)
-        model.network(batch)
-        started = time.perf_counter()
-        for _ in range(5):
-            model.network(batch)
-        batched = 5 * 32 / (time.perf_counter() - started)
-    rows["bare forward"] = {**percentiles(times), "images_per_s_c16": round(batched, 1)}
+    rows[f"bare torch ({cpu_threads()} threads)"] = bare(
+        TorchBackend(
+            args.model_dir / "weights.pt", len(model.classes), cpu_threads()
+        ).probabilities,
+        one,
+        args.requests,
+    )
+    rows[f"bare onnxruntime ({threads} thread)"] = bare(
+        OnnxModel(args.model_dir / "model.onnx", threads).probabilities, one, args.requests
+    )
+    rows[f"bare onnxruntime ({cpu_threads()} threads)"] = bare(
+        OnnxModel(args.model_dir / "model.onnx", cpu_threads()).probabilities, one, args.requests
+    )
 
     port = free_port()
-    ours = subprocess.Popen(
-        [sys.executable, "-m", "inference", "serve", "--model-dir", str(args.model_dir)],
-        env={**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "LINEAGE_SERVE_HOST": "127.0.0.1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    env = {**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port), "LINEAGE_SERVE_HOST": "127.0.0.1"}
+    ours = serve(
+        [sys.executable, "-m", "inference", "serve", "--model-dir", str(args.model_dir)], env, port
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ping(url, ours)
-
-        def send_ours(client: httpx.Client) -> None:
-            client.post(
-                f"{url}/invocations", content=png, headers={"Content-Type": "image/png"}
-            ).raise_for_status()
-
-        rows["lineage server"] = {
-            **sequential(send_ours, args.requests),
-            "images_per_s_c16": concurrent(send_ours, 16, args.seconds),
+        rows["HTTP on loopback (GET /ping, wrk)"] = {
+            "p50_ms": wrk(f"{url}/ping", None, "", 1, args.seconds)["p50_ms"],
+            "img_s": float("nan"),
         }
+        c1 = wrk(f"{url}/invocations", body, "image/png", 1, args.seconds)
+        c16 = wrk(f"{url}/invocations", body, "image/png", 16, args.seconds)
+        rows["lineage server (wrk)"] = {"p50_ms": c1["p50_ms"], "img_s": c16["img_s"]}
+        rows["lineage server (Python client)"] = python_client(
+            f"{url}/invocations", png, args.requests, args.seconds
+        )
     finally:
-        ours.terminate()
-        ours.wait(timeout=30)
+        stop(ours)
 
     if args.model_uri:
         port = free_port()
-        stock = subprocess.Popen(
+        stock = serve(
             [
                 str(Path(sys.executable).parent / "mlflow"),
                 "models",
@@ -165,35 +249,44 @@ def main() -> None:
                 "-p",
                 str(port),
             ],
-            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+            port,
         )
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ping(url, stock)
-            payload = json.dumps({"inputs": tensor.unsqueeze(0).tolist()}).encode()
-
-            def send_stock(client: httpx.Client) -> None:
-                client.post(
-                    f"{url}/invocations",
-                    content=payload,
-                    headers={"Content-Type": "application/json"},
-                ).raise_for_status()
-
-            rows["mlflow models serve"] = {
-                **sequential(send_stock, args.requests),
-                "images_per_s_c16": concurrent(send_stock, 16, args.seconds),
-            }
+            tensor = Path(tempfile.mkdtemp()) / "tensor.json"
+            tensor.write_text(json.dumps({"inputs": one.tolist()}))
+            url = f"http://127.0.0.1:{port}/invocations"
+            c1 = wrk(url, tensor, "application/json", 1, args.seconds)
+            c16 = wrk(url, tensor, "application/json", 16, args.seconds)
+            rows["mlflow models serve (wrk)"] = {"p50_ms": c1["p50_ms"], "img_s": c16["img_s"]}
         finally:
-            os.killpg(stock.pid, 15)
-            stock.wait(timeout=30)
+            stop(stock)
 
-    print(f"{'':22} {'p50 ms':>8} {'p99 ms':>8} {'img/s @16':>10}")
+    print(f"{'':38} {'p50 ms (c1)':>12} {'img/s (c16 / batch 32)':>24}")
     for name, row in rows.items():
-        print(f"{name:22} {row['p50_ms']:>8} {row['p99_ms']:>8} {row['images_per_s_c16']:>10}")
-    print(json.dumps({"torch_threads": torch.get_num_threads(), "rows": rows}, indent=2))
+        print(f"{name:38} {row['p50_ms']:>12} {row['img_s']:>24}")
+    ours_row = rows["lineage server (wrk)"]
+    bare_ort = rows[f"bare onnxruntime ({threads} thread)"]
+    best_ort = max(r["img_s"] for n, r in rows.items() if n.startswith("bare onnxruntime"))
+    http = rows["HTTP on loopback (GET /ping, wrk)"]["p50_ms"]
+    goals = {
+        "c1 p50 - (bare ORT batch 1 + HTTP) ms": round(
+            ours_row["p50_ms"] - bare_ort["p50_ms"] - http, 3
+        ),
+        "c16 img/s / best bare ORT batched img/s": round(ours_row["img_s"] / best_ort, 3),
+    }
+    if "mlflow models serve (wrk)" in rows:
+        goals["c16 img/s / mlflow models serve img/s"] = round(
+            ours_row["img_s"] / rows["mlflow models serve (wrk)"]["img_s"], 1
+        )
+    for name, value in goals.items():
+        print(f"{name:52} {value}")
+    print(
+        json.dumps(
+            {"cpus": cpu_threads(), "server_threads": threads, "rows": rows, "goals": goals},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

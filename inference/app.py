@@ -27,7 +27,7 @@ from inference.codec import (
     prediction,
 )
 from inference.model import LoadedModel
-from lineage.transforms import build_transform
+from lineage.transforms import to_array
 
 log = logging.getLogger("lineage.inference")
 
@@ -58,9 +58,12 @@ def create_app(
     max_wait_ms: float = 2.0,
     limits: Limits | None = None,
 ) -> Starlette:
-    transform = build_transform(model.image_size)
     limits = limits or Limits.from_env()
-    batcher = MicroBatcher(model.network, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    batcher = MicroBatcher(model.backend, max_batch=max_batch, max_wait_ms=max_wait_ms)
+
+    def transform(image: Any) -> Any:
+        return to_array(image, model.image_size)
+
     lineage = model.summary
     attributes = custom_attributes(lineage)
     state = {"ready": False}

@@ -1,8 +1,10 @@
 """Load `/opt/ml/model` (the extracted model.tar.gz) once per worker, or refuse clearly.
 
 The directory holds what the training job wrote: an MLflow pytorch model, `lineage.json`
-(architecture, classes, image size, data lineage) and `weights.pt`, a plain state dict that
-is loaded with ``weights_only=True``: serving never unpickles code from a model artifact.
+(architecture, classes, image size, data lineage, the digests of the model's bytes),
+`model.onnx` (served by ONNX Runtime) and `weights.pt` (a plain state dict, loaded with
+``weights_only=True`` when the torch path serves: no pickled code runs). The bytes that are
+served must hash to the digests `lineage.json` records, or the server does not start.
 """
 
 from __future__ import annotations
@@ -12,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
+from inference.backends import Backend, OnnxBackend, TorchBackend, torch_available
 from lineage import contract
-from lineage.architecture import ARCHITECTURE, build_network
 from lineage.hashing import file_sha256
 from lineage.record import SERVED_KEYS
 
+ARCHITECTURE = "mobilenet_v3_small"
 LINEAGE_FILE = contract.MODEL_LINEAGE_FILE
 WEIGHTS_FILE = contract.MODEL_WEIGHTS_FILE
+ONNX_FILE = contract.MODEL_ONNX_FILE
 LINEAGE_KEYS = SERVED_KEYS
 
 
@@ -31,17 +32,23 @@ class ModelDirError(Exception):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    network: nn.Module
+    backend: Backend
     classes: list[str]
     image_size: int
     lineage: dict[str, Any]
-    weights_sha256: str = ""
+    weights_sha256: str = ""  # the digest of what is served (weights.pt or model.onnx's source)
+    onnx_sha256: str = ""
 
     @property
     def served_lineage(self) -> dict[str, Any]:
-        """`GET /lineage`: lineage.json plus the hash of the weights actually loaded, so a
+        """`GET /lineage`: lineage.json plus the digests of the files actually loaded, so a
         swapped model.tar.gz is told apart from the registered one (`lineage trace`)."""
-        return {**self.lineage, "weights_sha256": self.weights_sha256}
+        return {
+            **self.lineage,
+            "weights_sha256": self.weights_sha256,
+            "onnx_sha256": self.onnx_sha256,
+            "backend": self.backend.name,
+        }
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -49,7 +56,7 @@ class LoadedModel:
         return {key: self.lineage.get(key) for key in LINEAGE_KEYS}
 
 
-def load_model_dir(model_dir: Path) -> LoadedModel:
+def load_model_dir(model_dir: Path, threads: int = 1) -> LoadedModel:
     if not model_dir.is_dir():
         raise ModelDirError(f"model directory {model_dir} does not exist")
     lineage_path = model_dir / LINEAGE_FILE
@@ -68,25 +75,47 @@ def load_model_dir(model_dir: Path) -> LoadedModel:
     if lineage.get("model_architecture", ARCHITECTURE) != ARCHITECTURE:
         raise ModelDirError(f"unsupported architecture {lineage.get('model_architecture')!r}")
     weights = model_dir / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelDirError(f"{weights} is missing: the model directory has no weights")
-    weights_sha256 = file_sha256(weights)
-    recorded = lineage.get("weights_sha256")
-    if not recorded:
-        raise ModelDirError(
-            f"{lineage_path} records no weights_sha256, so the weights cannot be proven to be "
-            "the trained ones: retrain the model with this version of `lineage train`"
+    weights_sha256 = _checked(weights, lineage.get("weights_sha256"), lineage_path, "weights")
+    onnx = model_dir / ONNX_FILE
+    if onnx.is_file():
+        onnx_sha256 = _checked(onnx, lineage.get("onnx_sha256"), lineage_path, "ONNX model")
+        try:
+            backend: Backend = OnnxBackend(onnx, threads)
+        except Exception as exc:
+            raise ModelDirError(f"cannot load {onnx}: {str(exc)[:300]}") from None
+        return LoadedModel(
+            backend, [str(c) for c in classes], image_size, lineage, weights_sha256, onnx_sha256
         )
-    if weights_sha256 != recorded:
+    if not torch_available():
         raise ModelDirError(
-            f"{weights} hashes to {weights_sha256}, but {lineage_path} records {recorded}: "
-            "the weights were swapped after training; refusing to serve them"
+            f"{model_dir} has no {ONNX_FILE} (the model was registered before the training job "
+            "exported ONNX) and this image has no torch to serve weights.pt: retrain the model "
+            "with this version of `lineage train`, or serve it where torch is installed "
+            "(`lineage deploy --runtime process`)"
         )
-    network = build_network(len(classes))
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
+        backend = TorchBackend(weights, len(classes), threads)
     except Exception as exc:
         raise ModelDirError(f"cannot load {weights}: {str(exc)[:300]}") from None
-    network.eval()
-    return LoadedModel(network, [str(c) for c in classes], image_size, lineage, weights_sha256)
+    return LoadedModel(backend, [str(c) for c in classes], image_size, lineage, weights_sha256)
+
+
+def _checked(path: Path, recorded: object, lineage_path: Path, what: str) -> str:
+    """The file's sha256, after refusing a missing file or one that is not the trained one."""
+    if not path.is_file():
+        raise ModelDirError(f"{path} is missing: the model directory has no {what}")
+    if not recorded:
+        raise ModelDirError(
+            f"{lineage_path} records no digest of the {what} ({path.name}), so it cannot be "
+            "proven to be the trained one: retrain the model with this version of `lineage train`"
+        )
+    digest = file_sha256(path)
+    if digest != recorded:
+        swapped = "were swapped after training; refusing to serve them"
+        if not what.endswith("s"):
+            swapped = "was swapped after training; refusing to serve it"
+        raise ModelDirError(
+            f"{path} hashes to {digest}, but {lineage_path} records {recorded}: the {what} "
+            f"{swapped}"
+        )
+    return digest

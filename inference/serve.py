@@ -12,10 +12,10 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 import uvicorn
 
 from inference.app import create_app
+from inference.backends import cpu_threads
 from inference.codec import Limits
 from inference.model import ModelDirError, load_model_dir
 from lineage import contract
@@ -39,14 +39,16 @@ def _float_env(name: str, default: float) -> float:
         sys.exit(f"{name}={raw!r} is not a number")
 
 
-def torch_threads(workers: int) -> int:
-    """Intra-op threads per worker: the CPUs per worker less one, left to the event loop and
-    image decoding. Letting torch take every core makes its spinning OpenMP threads fight
-    the HTTP side (measured on 2 cores: p50 16.5 ms with 2 threads, 10.5 ms with 1)."""
-    configured = os.environ.get("LINEAGE_TORCH_THREADS", "")
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    per_worker = max(1, (os.cpu_count() or 1) // max(1, workers))
+def model_threads(workers: int) -> int:
+    """Intra-op threads per worker: the container's CPUs per worker less one, left to the
+    event loop and image decoding. Letting the model take every core makes its threads fight
+    the HTTP side (torch, measured on 2 cores: p50 16.5 ms with 2 threads, 10.5 ms with 1).
+    `LINEAGE_MODEL_THREADS` (or the older `LINEAGE_TORCH_THREADS`) overrides it."""
+    for name in ("LINEAGE_MODEL_THREADS", "LINEAGE_TORCH_THREADS"):
+        configured = os.environ.get(name, "")
+        if configured.isdigit() and int(configured) > 0:
+            return int(configured)
+    per_worker = max(1, cpu_threads() // max(1, workers))
     return max(1, per_worker - 1)
 
 
@@ -74,17 +76,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"cannot serve: {exc}")
     host = os.environ.get("LINEAGE_SERVE_HOST", "0.0.0.0")  # noqa: S104 - a container serves all
     try:
-        model = load_model_dir(model_dir)
+        model = load_model_dir(model_dir, model_threads(workers))
     except ModelDirError as exc:
         log.error("cannot serve: %s", exc)
         sys.exit(f"cannot serve: {exc}")
-    torch.set_num_threads(torch_threads(workers))
     log.info(
-        "serving %s version %s (run %s, data %s) on port %d, %d worker(s)",
+        "serving %s version %s (run %s, data %s) with %s on port %d, %d worker(s)",
         model.lineage.get("model_name"),
         model.lineage.get("model_version"),
         model.lineage.get("run_id"),
         model.lineage.get("data_git_commit_id"),
+        model.backend.name,
         port,
         workers,
     )
@@ -105,9 +107,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def app_factory() -> object:
     """For multi-worker uvicorn: each worker process loads its own model."""
-    torch.set_num_threads(torch_threads(_int_env("SAGEMAKER_MODEL_SERVER_WORKERS", 1)))
+    threads = model_threads(_int_env("SAGEMAKER_MODEL_SERVER_WORKERS", 1))
     return create_app(
-        load_model_dir(model_dir_from_env()),
+        load_model_dir(model_dir_from_env(), threads),
         max_batch=_int_env("LINEAGE_MAX_BATCH", 32),
         max_wait_ms=_float_env("LINEAGE_MAX_BATCH_WAIT_MS", 2.0),
     )

@@ -25,6 +25,7 @@ PROCESSING_RESULT_DIR = "lineage"  # under /opt/ml/processing/output: result.jso
 TRAINING_RESULT_FILE = "result.json"  # under /opt/ml/output/data (tarred to output.tar.gz)
 MODEL_LINEAGE_FILE = "lineage.json"  # in /opt/ml/model: the model knows its own lineage
 MODEL_WEIGHTS_FILE = "weights.pt"  # in /opt/ml/model: plain state dict for the server
+MODEL_ONNX_FILE = "model.onnx"  # in /opt/ml/model: the same weights for ONNX Runtime
 CONSENT_INPUT_NAME = "consent"  # ProcessingInput: /opt/ml/processing/input/consent/snapshot.json
 
 

@@ -104,6 +104,16 @@ def model_dir_checks(run: RunRecord, model_dir: Path, what: str) -> list[Check]:
             model_digest(model_dir),
         ),
     ]
+    if record.onnx_sha256:
+        onnx = model_dir / contract.MODEL_ONNX_FILE
+        checks.append(
+            agree(
+                "model onnx",
+                f"sha256 of {what} model.onnx vs the run's record",
+                record.onnx_sha256,
+                file_sha256(onnx) if onnx.is_file() else "missing",
+            )
+        )
     try:
         stored = LineageRecord.read(model_dir)
     except (OSError, ValueError) as exc:

@@ -36,7 +36,8 @@ CONSENT_FACTS = (
     "consent_head_hash",
 )
 # which consent log the head belongs to: kept when the dataset recorded it (older ones did not)
-OPTIONAL_FACTS = ("consent_log_id",)
+# the ONNX export's digest: every model trained since the export was added carries it
+OPTIONAL_FACTS = ("consent_log_id", "onnx_sha256")
 FACTS = (*DATA_FACTS, *MODEL_FACTS, "pattern", *CONSENT_FACTS, *OPTIONAL_FACTS)
 SERVED_KEYS = ("model_name", "model_version", "run_id", "data_git_commit_id", "dvc_tag")
 # in the model directory but not part of its digest: lineage.json is stamped at deploy,
@@ -70,6 +71,7 @@ class LineageRecord:
     manifest_sha256: str = ""
     weights_sha256: str = ""
     model_sha256: str = ""
+    onnx_sha256: str = ""
     pattern: str = "dataset"
     consent_snapshot_sha256: str = ""
     consent_as_of: str = ""
@@ -149,10 +151,12 @@ class LineageRecord:
 
     def with_model_bytes(self, model_dir: Path) -> LineageRecord:
         """The record with the digests of the model directory as it is on disk now."""
+        onnx = model_dir / contract.MODEL_ONNX_FILE
         return replace(
             self,
             weights_sha256=file_sha256(model_dir / contract.MODEL_WEIGHTS_FILE),
             model_sha256=model_digest(model_dir),
+            onnx_sha256=file_sha256(onnx) if onnx.is_file() else "",
         )
 
     # -- reading the copies --------------------------------------------------------------------

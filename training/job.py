@@ -28,6 +28,7 @@ from lineage.record import CONSENT_FACTS, MODEL_FACTS, LineageRecord
 from lineage.redact import redact_url
 from training import hyperparameters as hp
 from training.data import class_names, load_split
+from training.export import ONNX_OPSET, check_parity, export_onnx
 from training.fetch import FetchedDataset, fetch_dataset
 from training.loop import EpochMetrics, evaluate, fit, seed_everything
 from training.model import ARCHITECTURE, BATCHNORM_MOMENTUM, PretrainedWeightsError, build_model
@@ -253,10 +254,23 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
         )
 
         _save_model(mlflow, model.cpu(), paths.model_dir, params.image_size, test)
+        onnx_path = paths.model_dir / contract.MODEL_ONNX_FILE
+        export_onnx(model, onnx_path, params.image_size)
+        parity = check_parity(model, onnx_path, _parity_images(test, val, train))
+        mlflow.log_metrics(parity.metrics())
         # The model's bytes join the record before anything leaves this machine: params
         # (immutable), then the artifacts, then the registry version created with its tags.
-        record = replace(record, metrics=final).with_model_bytes(paths.model_dir)
-        mlflow.log_params({k: getattr(record, k) for k in MODEL_FACTS})
+        record = replace(record, metrics={**final, **parity.metrics()}).with_model_bytes(
+            paths.model_dir
+        )
+        mlflow.log_params(
+            {
+                **{k: getattr(record, k) for k in MODEL_FACTS},
+                "onnx_sha256": record.onnx_sha256,
+                "onnx_opset": ONNX_OPSET,
+                "onnx_parity_images": parity.images,
+            }
+        )
         record.write(paths.model_dir)
         mlflow.log_artifact(str(fetched.manifest_path))
         mlflow.log_artifacts(str(paths.model_dir), artifact_path="model")
@@ -308,6 +322,15 @@ def _record_pattern_facts(committed: dict[str, Any], fetched: FetchedDataset) ->
         ),
         "patient_count": len({row.patient_id for row in fetched.rows if row.patient_id}),
     }
+
+
+def _parity_images(*splits: Any) -> torch.Tensor:
+    """The held-out test images (val, then train, when a tiny dataset has none)."""
+    for split in splits:
+        if len(split):
+            images: torch.Tensor = split.images
+            return images
+    raise TrainingError("no images to check the ONNX export against")
 
 
 def _erased(channels: dict[str, Path]) -> dict[str, str]:

@@ -199,6 +199,16 @@ def _endpoint_checks(served: dict[str, Any], data: RecordedData) -> list[Check]:
         checks.append(
             Check("endpoint weights", False, "the server does not report the hash of its weights")
         )
+    recorded_onnx = LineageRecord.from_run(data.run).onnx_sha256
+    if recorded_onnx or served.get("onnx_sha256"):
+        checks.append(
+            agree(
+                "endpoint onnx",
+                "sha256 of the served model.onnx vs the run's record",
+                recorded_onnx or "not recorded by the run",
+                served.get("onnx_sha256") or "none served",
+            )
+        )
     return checks
 
 

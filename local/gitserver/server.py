@@ -63,12 +63,16 @@ exit $status
 """
 
 
+_CREATE_LOCK = threading.Lock()  # concurrent creations of one repository wait for each other
+
+
 def install_hooks(repo: Path) -> None:
-    """(Re)write the immutable-tags hook of a bare repository; idempotent."""
+    """(Re)write the immutable-tags hook of a bare repository; idempotent, and safe when
+    several requests do it at once (each writes its own temp file, then renames)."""
     hook = repo / "hooks" / "pre-receive"
     hook.parent.mkdir(parents=True, exist_ok=True)
     if not hook.is_file() or hook.read_text() != IMMUTABLE_TAGS_HOOK:
-        tmp = hook.with_suffix(".tmp")
+        tmp = hook.with_name(f".pre-receive.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(IMMUTABLE_TAGS_HOOK)
         tmp.chmod(0o755)
         tmp.replace(hook)
@@ -196,7 +200,8 @@ class GitRequestHandler(BaseHTTPRequestHandler):
                 {"error": f"invalid repository name {name!r}: use letters, digits, . _ -"},
             )
             return
-        _, created = init_bare_repo(self.server.root, name)
+        with _CREATE_LOCK:
+            _, created = init_bare_repo(self.server.root, name)
         status = HTTPStatus.CREATED if created else HTTPStatus.OK
         self._send_json(status, {"name": name, "path": f"/{name}.git", "created": created})
 

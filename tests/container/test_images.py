@@ -212,3 +212,64 @@ def test_images_can_reach_aws_git_and_mlflow_apps(images: dict[str, str]) -> Non
         result = docker("run", "--rm", "--entrypoint", "sh", images[name], "-c", probe)
         assert result.returncode == 0, (name, result.stderr)
         assert "git-remote-codecommit" in result.stdout
+
+
+INFERENCE_IMAGE_LIMIT_MB = 600
+
+
+def test_the_inference_image_is_small_and_has_no_torch(images: dict[str, str]) -> None:
+    sizes = {name: inspect(image)["Size"] / 1e6 for name, image in images.items()}
+    print("image sizes (MB):", {n: round(s) for n, s in sizes.items()})
+    assert sizes["inference"] < INFERENCE_IMAGE_LIMIT_MB
+    for name in ("inference", "processing"):  # neither needs torch (nor its CUDA libraries)
+        probe = docker(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python",
+            images[name],
+            "-c",
+            "import importlib.util as u; print(u.find_spec('torch'), u.find_spec('nvidia'))",
+        )
+        assert probe.returncode == 0, probe.stderr
+        assert probe.stdout.strip() == "None None", (name, probe.stdout)
+    imported = docker(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "python",
+        images["inference"],
+        "-c",
+        "import onnxruntime, inference.serve",
+    )
+    assert imported.returncode == 0, imported.stderr
+
+
+def test_the_inference_image_refuses_a_model_without_onnx(
+    docker_env: dict[str, str], trained: dict[str, Any], images: dict[str, str], tmp_path: Path
+) -> None:
+    """A model registered before the ONNX export: the torch-free image says so and exits."""
+    from lineage.config import Settings
+    from lineage.ops.deploy import materialize
+
+    info = materialize(
+        Settings.from_env(docker_env),
+        f"{trained['model_name']}/{trained['model_version']}",
+        tmp_path / "endpoint",
+    )
+    model_dir = Path(info["model_dir"])
+    (model_dir / "model.onnx").unlink()
+    for path in [model_dir, *model_dir.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    result = docker(
+        "run",
+        "--rm",
+        "--volume",
+        f"{model_dir}:/opt/ml/model:ro",
+        images["inference"],
+        "serve",
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "has no model.onnx" in result.stdout + result.stderr
+    assert "this image has no torch" in result.stdout + result.stderr

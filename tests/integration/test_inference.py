@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ from PIL import Image
 
 from lineage.transforms import preprocess
 from tests.conftest import free_port_block, run_cli
-from tests.helpers import digit_images
+from tests.helpers import digit_images, wait_http
 from tests.integration.conftest import Champion, RunningStack
 
 pytestmark = pytest.mark.integration
@@ -185,6 +186,59 @@ def test_model_dir_without_weights_exits_non_zero(endpoint: dict[str, Any], tmp_
     )
     assert result.returncode != 0
     assert "no weights" in result.stderr
+
+
+def test_the_server_runs_onnx_and_a_model_without_it_falls_back_to_torch(
+    endpoint: dict[str, Any], running_stack: RunningStack, champion: Champion, tmp_path: Path
+) -> None:
+    """The registered model carries model.onnx (checked against torch at training) and is
+    served by ONNX Runtime; a model registered before the export has only weights.pt and is
+    served by torch where torch is installed (this venv; the inference image refuses it)."""
+    served = httpx.get(f"{endpoint['endpoint']}/lineage", timeout=10).json()
+    assert served["backend"] == "onnxruntime" and served["onnx_sha256"]
+    run = MlflowClient(running_stack.settings.mlflow_uri).get_run(
+        champion.result["training"]["run_id"]
+    )
+    assert run.data.metrics["onnx_label_agreement"] == 1.0
+    assert run.data.metrics["onnx_max_abs_diff"] <= 1e-4
+    assert run.data.params["onnx_sha256"] == served["onnx_sha256"]
+
+    legacy = tmp_path / "model"
+    shutil.copytree(endpoint["model_dir"], legacy)
+    (legacy / "model.onnx").unlink()
+    port = free_port_block(1)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "inference", "serve", "--model-dir", str(legacy)],
+        env={**os.environ, "SAGEMAKER_BIND_TO_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", alive=lambda: server.poll() is None)
+        assert httpx.get(f"http://127.0.0.1:{port}/lineage").json()["backend"] == "torch"
+        files = digit_images(tmp_path, 3)
+        by_torch = [
+            httpx.post(
+                f"http://127.0.0.1:{port}/invocations",
+                content=f.read_bytes(),
+                headers={"Content-Type": "image/png" if f.suffix == ".png" else "image/jpeg"},
+            ).json()
+            for f in files
+        ]
+        by_onnx = [
+            httpx.post(
+                f"{endpoint['endpoint']}/invocations",
+                content=f.read_bytes(),
+                headers={"Content-Type": "image/png" if f.suffix == ".png" else "image/jpeg"},
+            ).json()
+            for f in files
+        ]
+        for a, b in zip(by_torch, by_onnx, strict=True):
+            assert a["label"] == b["label"]
+            assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_stock_mlflow_models_serve_answers_too(

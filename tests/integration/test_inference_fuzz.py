@@ -213,5 +213,11 @@ def test_a_lying_content_length_is_refused_before_the_body_is_read(
             b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
             b"Content-Length: 50000000\r\n\r\n" + b"\x89PNG"
         )
-        answer = sock.recv(65536).decode(errors="replace")
-    assert answer.startswith("HTTP/1.1 413") and '"payload too large"' in answer
+        answer = b""
+        while b"}" not in answer:  # headers and the JSON body may come in separate reads
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    text = answer.decode(errors="replace")
+    assert text.startswith("HTTP/1.1 413") and '"payload too large"' in text

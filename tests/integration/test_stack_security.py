@@ -11,6 +11,8 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from lineage.config import Settings, merge_env
+from lineage.errors import LineageError
+from lineage.ops.train import TrainOptions, train
+from local.stack import LocalStack
 from tests.conftest import RunningStack, run_cli, stack_env
 
 pytestmark = pytest.mark.integration
@@ -208,3 +213,49 @@ def test_stack_up_takes_its_own_keys_not_the_environment(tmp_path: Path) -> None
     again = Settings.from_env({"LINEAGE_HOME": str(tmp_path / "a"), **FOREIGN_AWS}).credentials
     assert again == one
     assert one.s3_secret_key not in repr(one) and one.git_token not in repr(one)
+
+
+def test_a_repository_token_lands_in_no_file_argv_or_message(
+    running_stack: RunningStack,
+) -> None:
+    """A dataset repository URL with a token in it: the job gets the token through git's
+    environment only. Not in its config files (0600 anyway), not in any process's argv while
+    it runs (sampled from /proc), not in the clone's .git/config, the job log or the error."""
+    settings = running_stack.settings
+    token = f"ghp_{uuid.uuid4().hex}"
+    repo = f"secret-{uuid.uuid4().hex[:6]}"
+    LocalStack(settings).create_repo(repo)
+    url = f"http://lineage:{token}@127.0.0.1:{settings.git_port}/{repo}.git"
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    if token.encode() in cmdline.read_bytes():
+                        seen.append(cmdline.read_bytes().decode(errors="replace"))
+                except OSError:
+                    pass
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(LineageError) as raised:
+            train(settings, TrainOptions(tag="no-such-tag", repo_url=url), stream=False)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert token not in str(raised.value) and "does not exist" in str(raised.value)
+    assert seen == [], seen
+    jobs = sorted(
+        (settings.home / "jobs").glob("train-no-such-tag-*"), key=lambda p: p.stat().st_mtime
+    )
+    job = jobs[-1]
+    assert stat.S_IMODE(job.stat().st_mode) == 0o700
+    for path in job.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    for config in (job / "opt" / "ml" / "input" / "config").glob("*.json"):
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600, config

@@ -23,6 +23,7 @@ RECORD = LineageRecord(
     consent_head_seq="42",
     consent_head_hash="h" * 64,
     consent_log_id="l" * 32,
+    onnx_sha256="o" * 64,
     model_name="cxr",
     run_id="r" * 32,
     image_size=128,
