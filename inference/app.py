@@ -30,6 +30,7 @@ from inference.model import LoadedModel
 from lineage.transforms import to_array
 
 log = logging.getLogger("lineage.inference")
+INLINE_DECODE_BYTES = 32 * 1024
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -99,7 +100,12 @@ def create_app(
             def decode() -> tuple[list[Any], bool]:
                 return decode_request(content_type, body, limits, transform)
 
-            tensors, is_batch = await asyncio.to_thread(decode)
+            # A small body decodes faster than a hop to a thread and back; a large one is
+            # decoded off the event loop so /ping and other requests keep being answered.
+            if len(body) <= INLINE_DECODE_BYTES:
+                tensors, is_batch = decode()
+            else:
+                tensors, is_batch = await asyncio.to_thread(decode)
         except RequestError as exc:
             return JSONResponse(exc.body(), status_code=exc.status), False
         except Exception as exc:  # a decoder bug must still answer JSON, and not kill us

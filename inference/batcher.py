@@ -78,9 +78,13 @@ class MicroBatcher:
                     batch.append(self._queue.get_nowait())
                 # Wait only for requests already arriving (being read or decoded): alone, a
                 # request runs at once; under load, the batch fills within max_wait.
-                if self.arriving == 0 or loop.time() >= deadline:
+                remaining = deadline - loop.time()
+                if self.arriving == 0 or remaining <= 0:
                     break
-                await asyncio.sleep(0.0002)
+                try:  # woken by the next item, not by polling (polls cost a core under load)
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
             try:
                 probabilities = await loop.run_in_executor(self._executor, self._forward, batch)
             except Exception as exc:  # a failed batch fails its requests, not the server
