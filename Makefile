@@ -34,7 +34,7 @@ TORCH_ONLY := torch torchvision triton cuda-bindings cuda-pathfinder cuda-toolki
   nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx
 
 .PHONY: help install lock lint test test-unit test-integration demo stack-up stack-down clean \
-  bench-tools bench-serve \
+  bench-tools bench-serve sdk-venv \
   wheels project-wheel base-image images images-plan push
 
 help:
@@ -63,6 +63,16 @@ $(VENV)/.installed: requirements.lock pyproject.toml $(VENV)/.torch-$(TORCH_VERS
 
 install: $(VENV)/.installed
 
+# The SageMaker Python SDK in a virtualenv of its own (its pins are not ours): the container
+# tier runs the images through its local mode. `make test` builds it when that tier runs.
+SDK_VENV ?= .venv-sdk
+$(SDK_VENV)/.installed: requirements.sdk.lock | $(BIN)/uv
+	$(PYTHON) -m venv $(SDK_VENV)
+	$(BIN)/uv pip install --quiet --python $(SDK_VENV)/bin/python -r requirements.sdk.lock
+	touch $@
+
+sdk-venv: $(SDK_VENV)/.installed
+
 # requirements.lock: everything (dev and aws extras) for the venv; requirements.runtime.lock:
 # what the processing and training images install (aws extra, no dev tools);
 # requirements.inference.lock: the inference image's (images/inference.in: no torch). All
@@ -75,6 +85,7 @@ lock: | $(BIN)/uv
 	  -o requirements.runtime.lock
 	$(BIN)/uv pip compile images/inference.in --constraint requirements.lock $(LOCK_ARGS) \
 	  -o requirements.inference.lock
+	$(BIN)/uv pip compile images/sdk.in $(LOCK_ARGS) -o requirements.sdk.lock
 
 lint: install
 	$(BIN)/ruff check .
@@ -162,4 +173,4 @@ push: | $(VENV)/.installed
 	$(IMAGE_VARS) $(BIN)/python -m local.images push $(if $(DRY_RUN),--dry-run,)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(WHEELHOUSE) build
+	rm -rf $(VENV) $(SDK_VENV) .mypy_cache .ruff_cache .pytest_cache $(WHEELHOUSE) build

@@ -4,6 +4,8 @@ names objects by it (so we can check DVC's own addressing)."""
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from pathlib import Path
 
 _CHUNK = 1024 * 1024
@@ -41,3 +43,10 @@ def tree_sha256(root: Path, exclude: frozenset[str] = frozenset()) -> str:
     )
     listing = "".join(f"{file_sha256(path)}  {relpath}\n" for relpath, path in files)
     return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def canonical_sha256(fields: Mapping[str, object]) -> str:
+    """sha256 of a record's canonical JSON (sorted keys, no spaces, UTF-8): the hash of one
+    event in a hash-chained log (consent, erasure), stable across writers and versions."""
+    payload = json.dumps(dict(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

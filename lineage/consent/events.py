@@ -7,12 +7,11 @@ state is derived from it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lineage.errors import ConfigError, LineageError
+from lineage.hashing import canonical_sha256
 
 GENESIS = "0" * 64
 ACTIONS = ("grant", "withdraw")
@@ -52,7 +51,7 @@ class ConsentEvent:
 def event_hash(
     prev_hash: str, seq: int, patient_id: str, action: str, at: str, actor: str, reason: str
 ) -> str:
-    payload = json.dumps(
+    return canonical_sha256(
         {
             "prev": prev_hash,
             "seq": seq,
@@ -61,12 +60,8 @@ def event_hash(
             "at": at,
             "actor": actor,
             "reason": reason,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+        }
     )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def chain_event(

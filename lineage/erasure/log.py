@@ -38,6 +38,7 @@ from lineage.config import Settings
 from lineage.consent.anchor import ConsentAnchor, check_heads
 from lineage.consent.events import GENESIS, ConsentError, ConsentIntegrityError, utc_now
 from lineage.consent.store import ENV_VAR
+from lineage.hashing import canonical_sha256
 from lineage.sqlstore import SqlStore, is_sqlite
 
 MAX_APPEND_ATTEMPTS = 50
@@ -117,7 +118,7 @@ class ErasureEvent:
 def event_hash(
     prev: str, seq: int, request: str, actor: str, at: str, key: str, digest: str
 ) -> str:
-    payload = json.dumps(
+    return canonical_sha256(
         {
             "prev": prev,
             "seq": seq,
@@ -126,12 +127,8 @@ def event_hash(
             "at": at,
             "patient_key": key,
             "tombstones_sha256": digest,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+        }
     )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 class ErasureLog(SqlStore):

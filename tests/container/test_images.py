@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from lineage.ops.train import TrainOptions, build_spec
 from local.runner import run_training
-from tests.conftest import RunningStack, free_port_block, run_cli
+from tests.conftest import REPO_ROOT, RunningStack, free_port_block, run_cli
 from tests.helpers import digit_images, ok
 from tests.integration.conftest import run_pipeline
 
@@ -273,3 +274,39 @@ def test_the_inference_image_refuses_a_model_without_onnx(
     assert result.returncode != 0
     assert "has no model.onnx" in result.stdout + result.stderr
     assert "this image has no torch" in result.stdout + result.stderr
+
+
+def test_the_sagemaker_sdk_hosts_the_inference_image_and_it_answers_with_lineage(
+    docker_env: dict[str, str], trained: dict[str, Any], images: dict[str, str], tmp_path: Path
+) -> None:
+    """The official SDK v3 local mode (create_model / create_endpoint / invoke_endpoint with
+    image/png) runs the torch-free image on the model the registry serves."""
+    from lineage.config import Settings
+    from lineage.ops.deploy import materialize
+
+    built = subprocess.run(["make", "sdk-venv"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    ref = f"{trained['model_name']}/{trained['model_version']}"
+    info = materialize(Settings.from_env(docker_env), ref, tmp_path / "endpoint")
+    work = Path(tempfile.mkdtemp(prefix="lineage-sdk-", dir="/tmp"))
+    png = digit_images(tmp_path, 1)[0]
+    hosted = subprocess.run(
+        [
+            str(REPO_ROOT / ".venv-sdk" / "bin" / "python"),
+            str(Path(__file__).parent / "sdk_host.py"),
+            images["inference"],
+            info["model_dir"],
+            str(png),
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert hosted.returncode == 0, (hosted.stdout + hosted.stderr)[-3000:]
+    answer = json.loads((work / "answer.json").read_text())
+    assert answer["status"] == 200
+    lineage = answer["body"]["lineage"]
+    assert f"{lineage['model_name']}/{lineage['model_version']}" == ref
+    assert lineage["data_git_commit_id"] == trained["data_git_commit_id"]
+    assert f"run_id={trained['run_id']}" in answer["headers"]["x-amzn-sagemaker-custom-attributes"]
