@@ -155,6 +155,21 @@ def test_erasure_removes_every_copy_and_lineage_keeps_working(world: World, tmp_
     assert planned["plan"]["models"] == [world.model]
     assert all(_exists(remote, md5) for md5 in md5s), "the dry run changed something"
 
+    # a failed job's kept leftovers: a checkout of v1.0 and its DVC cache hold the bytes too
+    # (successful jobs delete their work directories)
+    row = next(r for r in world.rows["v1.0"] if r.patient_id == world.patient)
+    md5 = world.listing["v1.0"][row.file_path]
+    data = remote.read(md5)
+    assert data is not None
+    leftover = world.settings.home / "jobs" / "train-failed" / "opt" / "ml" / "input" / "work"
+    copies = [
+        leftover / "dataset-repo" / "dataset" / row.file_path,
+        leftover / "dataset-repo" / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:],
+    ]
+    for copy in copies:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(data)
+
     # a crashed earlier run had already deleted one object, without recording anything
     crashed = sorted(md5s)[0]
     remote.client.delete_object(Bucket=remote.bucket, Key=remote.key(crashed))
@@ -165,6 +180,8 @@ def test_erasure_removes_every_copy_and_lineage_keeps_working(world: World, tmp_
     assert not any(_exists(remote, md5) for md5 in md5s)  # gone from S3, every version
     assert all(_exists(remote, md5) for md5 in others)  # nobody else's object touched
     assert {t["md5"] for t in erased["event"]["tombstones"]} == md5s
+    assert sorted(erased["deleted_files"]) == sorted(str(c) for c in copies)
+    assert not any(c.exists() for c in copies)
     assert erased["event"]["patient_key"] != world.patient  # a keyed hash, not the id
     assert '"patient_id"' not in json.dumps(erased["event"])
     assert erased["to_retrain_or_retire"] == [world.model]
