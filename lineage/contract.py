@@ -171,3 +171,12 @@ def configure_job_logging(stream: Any) -> None:
     handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise
+
+
+# -- multi-host training: how the hosts of one job meet (training.distributed) -------------
+DEFAULT_RENDEZVOUS_PORT = 29500
+RENDEZVOUS_PORT_ENV = "LINEAGE_RENDEZVOUS_PORT"
+# the leader's address, where its host name does not resolve (the local process runtime)
+RENDEZVOUS_ADDRESS_ENV = "LINEAGE_RENDEZVOUS_ADDRESS"
+RENDEZVOUS_TIMEOUT_ENV = "LINEAGE_RENDEZVOUS_TIMEOUT"  # seconds every host has to join
+COLLECTIVE_TIMEOUT_ENV = "LINEAGE_COLLECTIVE_TIMEOUT"  # seconds a collective waits for a peer

@@ -157,6 +157,7 @@ class ProcessingJobSpec:
 
 TRAINING_ENV_VALUE_LIMIT = 512  # BOTO TrainingEnvironmentValue
 HYPERPARAMETER_VALUE_LIMIT = 2500
+MAX_INSTANCE_COUNT = 100  # ResourceConfig.InstanceCount's API maximum
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,10 @@ class TrainingJobSpec:
     def validate(self) -> None:
         check_job_name(self.name)
         check_environment(self.environment, TRAINING_ENV_VALUE_LIMIT, "SageMaker Training")
+        if not 1 <= self.instance_count <= MAX_INSTANCE_COUNT:
+            raise ConfigError(
+                f"instance count {self.instance_count}: SageMaker takes 1 to {MAX_INSTANCE_COUNT}"
+            )
         for key, value in self.hyperparameters.items():
             if not isinstance(value, str):
                 raise ConfigError(f"hyperparameter {key} must be a string on the wire")
@@ -246,10 +251,18 @@ class TrainingJobSpec:
             for c in self.channels
         }
 
-    def resource_config(self) -> dict[str, Any]:
-        hosts = [f"algo-{i + 1}" for i in range(self.instance_count)]
+    @property
+    def hosts(self) -> list[str]:
+        """The hosts' names as SageMaker gives them (algo-1 ... algo-N; algo-1 leads)."""
+        return [f"algo-{i + 1}" for i in range(self.instance_count)]
+
+    def resource_config(
+        self, current_host: str | None = None, network_interface: str = "eth0"
+    ) -> dict[str, Any]:
+        """`resourceconfig.json` as host `current_host` (the first by default) sees it."""
+        hosts = self.hosts
         return {
-            "current_host": hosts[0],
+            "current_host": current_host or hosts[0],
             "hosts": hosts,
             "current_instance_type": self.instance_type,
             "current_group_name": "homogeneousCluster",
@@ -260,5 +273,5 @@ class TrainingJobSpec:
                     "hosts": hosts,
                 }
             ],
-            "network_interface_name": "eth0",
+            "network_interface_name": network_interface,
         }

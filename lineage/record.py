@@ -96,6 +96,10 @@ class LineageRecord:
     image_uri: str = ""
     image_digest: str = ""
     image_revision: str = ""
+    # one process per host; a multi-host job records its hosts (the leader first)
+    instance_count: int = 1
+    world_size: int = 1
+    hosts: list[str] = field(default_factory=list)
 
     # -- the facts and their copies -----------------------------------------------------------
     @property
@@ -138,6 +142,9 @@ class LineageRecord:
             "pretrained": str(self.pretrained),
             "patient_count": "" if self.patient_count is None else str(self.patient_count),
             **{k: getattr(self, k) for k in ("image_uri", "image_digest", "image_revision")},
+            "instance_count": str(self.instance_count),
+            "world_size": str(self.world_size),
+            "hosts": ",".join(self.hosts),
         }
         return {k: v for k, v in params.items() if v != ""}
 
@@ -171,7 +178,13 @@ class LineageRecord:
             raw = data[spec.name]
             if spec.name in ("classes", "metrics"):
                 values[spec.name] = raw
-            elif spec.name in ("image_size", "patient_count"):
+            elif spec.name == "hosts":
+                values[spec.name] = (
+                    [str(h) for h in raw]
+                    if isinstance(raw, list)
+                    else [h for h in str(raw).split(",") if h]
+                )
+            elif spec.name in ("image_size", "patient_count", "instance_count", "world_size"):
                 values[spec.name] = _as_int(raw)
             elif spec.name == "pretrained":
                 values[spec.name] = raw is True or str(raw) == "True"
@@ -179,8 +192,9 @@ class LineageRecord:
                 values[spec.name] = str(raw)
             else:
                 values[spec.name] = str(raw)
-        if values.get("image_size") is None:
-            values.pop("image_size", None)
+        for name in ("image_size", "instance_count", "world_size"):
+            if values.get(name) is None:
+                values.pop(name, None)
         return cls(**values)
 
     @classmethod

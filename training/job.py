@@ -15,7 +15,8 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -26,11 +27,13 @@ from lineage import __version__, contract, datarepo, tracking
 from lineage.errors import LineageError
 from lineage.record import CONSENT_FACTS, MODEL_FACTS, LineageRecord
 from lineage.redact import redact_url
+from training import distributed
 from training import hyperparameters as hp
-from training.data import class_names, load_split
+from training.data import Split, class_names, load_split
+from training.distributed import Cluster, ClusterError, Group
 from training.export import ONNX_OPSET, check_parity, export_onnx
 from training.fetch import FetchedDataset, fetch_dataset
-from training.loop import EpochMetrics, evaluate, fit, seed_everything
+from training.loop import EpochMetrics, FitResult, evaluate, fit, seed_everything
 from training.model import ARCHITECTURE, BATCHNORM_MOMENTUM, PretrainedWeightsError, build_model
 
 log = logging.getLogger("lineage.training")
@@ -58,6 +61,8 @@ class TrainingResult:
     pretrained: bool
     device: str
     seconds: float
+    world_size: int = 1
+    hosts: list[str] = field(default_factory=list)
 
 
 class _StopFlag:
@@ -96,9 +101,60 @@ def _check_channels(env: Any) -> dict[str, Path]:
     return channels
 
 
-def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
+@dataclass
+class _Prepared:
+    """What every host holds before training: the verified data, the network, the record."""
+
+    params: hp.TrainingHyperparameters
+    fetched: FetchedDataset
+    repo_url: str
+    tracking_uri: str
+    experiment: str
+    source: str
+    train: Split
+    val: Split
+    test: Split
+    model: torch.nn.Module
+    device: torch.device
+    record: LineageRecord
+
+
+def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult | None:
+    """Train; on several hosts, only the leader logs, registers and writes the model (the
+    others return None)."""
     started = time.monotonic()
     env = _toolkit_environment()
+    cluster = Cluster.from_toolkit(env)
+    if not cluster.multi_host:
+        prepared = _prepare(paths, env, cluster)
+        return _train_and_register(paths, stop, prepared, None, started)
+    with distributed.joined(cluster) as group:
+        try:
+            try:
+                prepared = _prepare(paths, env, cluster)
+            except LineageError as exc:
+                group.report(str(exc))
+                raise
+            group.report("ok")
+            group.wait_for_all()  # every host verified the same data, or none trains
+            group.init_process_group(prepared.device)
+            if cluster.is_leader:
+                return _train_and_register(paths, stop, prepared, group, started)
+            _fit(prepared, stop, group)
+            log.info(
+                "%s done: the leader %s logs and registers", cluster.describe(), cluster.leader
+            )
+            return None
+        except ClusterError:
+            raise  # another host's failure: that host is named, not this one
+        except BaseException as exc:
+            group.report_failure(str(exc) or exc.__class__.__name__)
+            raise
+
+
+def _prepare(paths: contract.TrainingPaths, env: Any, cluster: Cluster) -> _Prepared:
+    """Fetch and verify the data at the tag (fail-closed, on every host), build the network
+    and the lineage record."""
     params = hp.parse(dict(env.hyperparameters))
     channels = _check_channels(env)
     repo_url = os.environ.get("DVC_REPO_URL")
@@ -129,9 +185,10 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
     train = load_split(fetched.dir, fetched.rows, "train", classes, params.image_size)
     val = load_split(fetched.dir, fetched.rows, "val", classes, params.image_size)
     test = load_split(fetched.dir, fetched.rows, "test", classes, params.image_size)
-    if len(train) < 2:
+    if len(train) < 2 * cluster.world_size:
         raise TrainingError(
-            f"dataset {params.dvc_tag} has {len(train)} training images",
+            f"dataset {params.dvc_tag} has {len(train)} training images "
+            f"for {cluster.world_size} host(s)",
             "publish a version with a larger --fraction",
         )
     log.info(
@@ -147,7 +204,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
         ) from None
     use_cuda = env.num_gpus > 0 and torch.cuda.is_available()
     device = torch.device("cuda" if use_cuda else "cpu")
-    log.info("device: %s (SM_NUM_GPUS=%s)", device, env.num_gpus)
+    log.info("device: %s (SM_NUM_GPUS=%s), %s", device, env.num_gpus, cluster.describe())
     image = contract.image_identity()
     record = LineageRecord(
         data_git_commit_id=fetched.commit,
@@ -168,13 +225,70 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
         image_uri=image.get("image_uri", ""),
         image_digest=image.get("image_digest", ""),
         image_revision=image.get("image_revision", ""),
+        instance_count=cluster.world_size,
+        world_size=cluster.world_size,
+        hosts=list(cluster.hosts),
+    )
+    return _Prepared(
+        params,
+        fetched,
+        repo_url,
+        tracking_uri,
+        experiment,
+        source,
+        train,
+        val,
+        test,
+        model,
+        device,
+        record,
     )
 
+
+def _fit(
+    prepared: _Prepared,
+    stop: _StopFlag,
+    group: Group | None,
+    on_epoch: Callable[[EpochMetrics], None] = lambda _: None,
+) -> FitResult:
+    """The loop, on one host or all of them; a broken collective names the host that broke."""
+    params = prepared.params
+    try:
+        return fit(
+            prepared.model,
+            prepared.train,
+            prepared.val,
+            epochs=params.epochs,
+            learning_rate=params.learning_rate,
+            batch_size=params.batch_size,
+            seed=params.seed,
+            device=prepared.device,
+            on_epoch=on_epoch,
+            should_stop=lambda: stop.stopped,
+        )
+    except RuntimeError as exc:  # torch.distributed's errors (a peer died, a timeout)
+        if group is None:
+            raise
+        raise group.blame(exc) from None
+
+
+def _train_and_register(
+    paths: contract.TrainingPaths,
+    stop: _StopFlag,
+    prepared: _Prepared,
+    group: Group | None,
+    started: float,
+) -> TrainingResult:
+    """The leader's part (the only part on one host): the MLflow run around the loop, the
+    model with its digests, the export, the registry version."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
-    with tracking.tracked_run(tracking_uri, f"train-{params.dvc_tag}") as run:
+    params, fetched, record = prepared.params, prepared.fetched, prepared.record
+    model, device = prepared.model, prepared.device
+    train, val, test = prepared.train, prepared.val, prepared.test
+    mlflow.set_tracking_uri(prepared.tracking_uri)
+    mlflow.set_experiment(prepared.experiment)
+    with tracking.tracked_run(prepared.tracking_uri, f"train-{params.dvc_tag}") as run:
         run_id = run.info.run_id
         record = replace(record, run_id=run_id)
         mlflow.set_tags(
@@ -182,8 +296,8 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
                 tracking.STAGE_TAG: "training",
                 "dvc_tag": params.dvc_tag,
                 "data_git_commit_id": fetched.commit,
-                "model_name": model_name,
-                "training_job_name": env.job_name or "",
+                "model_name": record.model_name,
+                "training_job_name": record.training_job_name or "",
                 **({REPRODUCES_TAG: params.reproduces} if params.reproduces else {}),
             }
         )
@@ -195,8 +309,8 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
                 "learning_rate": params.learning_rate,
                 "batch_size": params.batch_size,
                 "seed": params.seed,
-                "num_classes": len(classes),
-                "source": source,
+                "num_classes": len(record.classes),
+                "source": prepared.source,
                 "device": device.type,
                 **{
                     f"count_{name}": len(split)
@@ -205,7 +319,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
                 **_erasure_params(fetched),
             }
         )
-        _log_dataset_input(mlflow, fetched, repo_url)
+        _log_dataset_input(mlflow, fetched, prepared.repo_url)
 
         def on_epoch(m: EpochMetrics) -> None:
             # One line per epoch in a fixed shape, so a SageMaker metric regex can scrape it.
@@ -219,18 +333,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
             mlflow.log_metrics({k: v for k, v in m.as_dict().items() if v == v}, step=m.epoch)
             _save_checkpoint(paths.checkpoint_dir, model, m.epoch)
 
-        fitted = fit(
-            model,
-            train,
-            val,
-            epochs=params.epochs,
-            learning_rate=params.learning_rate,
-            batch_size=params.batch_size,
-            seed=params.seed,
-            device=device,
-            on_epoch=on_epoch,
-            should_stop=lambda: stop.stopped,
-        )
+        fitted = _fit(prepared, stop, group, on_epoch)
         if fitted.stopped_early:
             last_epoch = fitted.history[-1].epoch if fitted.history else 0
             raise TrainingError(
@@ -252,28 +355,7 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
             fitted.best_val_accuracy,
             test_acc,
         )
-
-        _save_model(mlflow, model.cpu(), paths.model_dir, params.image_size, test)
-        onnx_path = paths.model_dir / contract.MODEL_ONNX_FILE
-        export_onnx(model, onnx_path, params.image_size)
-        parity = check_parity(model, onnx_path, _parity_images(test, val, train))
-        mlflow.log_metrics(parity.metrics())
-        # The model's bytes join the record before anything leaves this machine: params
-        # (immutable), then the artifacts, then the registry version created with its tags.
-        record = replace(record, metrics={**final, **parity.metrics()}).with_model_bytes(
-            paths.model_dir
-        )
-        mlflow.log_params(
-            {
-                **{k: getattr(record, k) for k in MODEL_FACTS},
-                "onnx_sha256": record.onnx_sha256,
-                "onnx_opset": ONNX_OPSET,
-                "onnx_parity_images": parity.images,
-            }
-        )
-        record.write(paths.model_dir)
-        mlflow.log_artifact(str(fetched.manifest_path))
-        mlflow.log_artifacts(str(paths.model_dir), artifact_path="model")
+        record = _save_and_log_model(mlflow, paths, model.cpu(), record, prepared, final)
         version = None
         if params.register:
             log.info("step: register %s with its lineage tags", record.model_name)
@@ -287,17 +369,53 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult:
     metrics = {**{k: v for k, v in fitted.history[-1].as_dict().items()}, **final}
     return TrainingResult(
         run_id=run_id,
-        model_name=model_name,
+        model_name=record.model_name,
         model_version=version,
         data_git_commit_id=fetched.commit,
         dvc_tag=params.dvc_tag,
         dataset_md5=fetched.dataset_md5,
         manifest_sha256=fetched.manifest_sha256,
         metrics=metrics,
-        pretrained=is_pretrained,
+        pretrained=record.pretrained,
         device=device.type,
         seconds=round(time.monotonic() - started, 2),
+        world_size=record.world_size,
+        hosts=list(record.hosts),
     )
+
+
+def _save_and_log_model(
+    mlflow: Any,
+    paths: contract.TrainingPaths,
+    model: torch.nn.Module,
+    record: LineageRecord,
+    prepared: _Prepared,
+    final: dict[str, float],
+) -> LineageRecord:
+    """The MLflow model, the ONNX export checked against it, and their digests: the model's
+    bytes join the record before anything leaves this machine (params, which are immutable,
+    then the artifacts; the registry version is created with its tags afterwards)."""
+    test, val, train = prepared.test, prepared.val, prepared.train
+    _save_model(mlflow, model, paths.model_dir, prepared.params.image_size, test)
+    onnx_path = paths.model_dir / contract.MODEL_ONNX_FILE
+    export_onnx(model, onnx_path, prepared.params.image_size)
+    parity = check_parity(model, onnx_path, _parity_images(test, val, train))
+    mlflow.log_metrics(parity.metrics())
+    record = replace(record, metrics={**final, **parity.metrics()}).with_model_bytes(
+        paths.model_dir
+    )
+    mlflow.log_params(
+        {
+            **{k: getattr(record, k) for k in MODEL_FACTS},
+            "onnx_sha256": record.onnx_sha256,
+            "onnx_opset": ONNX_OPSET,
+            "onnx_parity_images": parity.images,
+        }
+    )
+    record.write(paths.model_dir)
+    mlflow.log_artifact(str(prepared.fetched.manifest_path))
+    mlflow.log_artifacts(str(paths.model_dir), artifact_path="model")
+    return record
 
 
 def _record_pattern_facts(committed: dict[str, Any], fetched: FetchedDataset) -> dict[str, Any]:
@@ -450,9 +568,12 @@ def main() -> None:
     except Exception as exc:  # the platform needs a reason for any failure
         log.exception("unexpected failure")
         _fail(paths, f"internal error: {exc.__class__.__name__}: {exc}")
+    paths.success_file.parent.mkdir(parents=True, exist_ok=True)
+    if result is None:  # a follower host: the leader wrote the model and the result
+        paths.success_file.write_text("")
+        return
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     (paths.output_data_dir / RESULT_FILE).write_text(json.dumps(asdict(result), indent=2) + "\n")
-    paths.success_file.parent.mkdir(parents=True, exist_ok=True)
     paths.success_file.write_text("")
     log.info(
         "training complete: %s version %s (%.1fs)",

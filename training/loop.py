@@ -2,6 +2,13 @@
 
 Nothing here knows about MLflow, DVC or SageMaker: `fit` reports each epoch to a callback,
 so the hot loop costs the same as a bare torchvision loop (benchmarks/train_throughput.py).
+
+On several hosts (torch's process group initialised, see `training.distributed`) the same
+loop runs DistributedDataParallel: every host holds the whole (verified) dataset, draws the
+same seeded permutation and takes its own shard of it, padded as torch's DistributedSampler
+pads so every host runs the same number of steps; `batch_size` is per host. Epoch metrics
+are summed over the hosts; precise-BN and evaluation run on the unwrapped network over the
+same data in the same order on every host, so every host holds the same evaluated model.
 """
 
 from __future__ import annotations
@@ -105,6 +112,33 @@ def evaluate(
     return total_loss / len(data), correct / len(data)
 
 
+def shard(permutation: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """This host's share of an epoch's order: DistributedSampler's padding (the first indices
+    again) to a multiple of the world size, then every `world_size`-th index from `rank`."""
+    if world_size == 1:
+        return permutation
+    total = -(-len(permutation) // world_size) * world_size
+    padded = torch.cat([permutation, permutation[: total - len(permutation)]])
+    return padded[rank::world_size]
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless a process group joins several hosts."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _any_host(flag: bool, device: torch.device) -> bool:
+    import torch.distributed as dist
+
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -119,40 +153,55 @@ def fit(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> FitResult:
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    rank, world_size = _world()
+    trained: nn.Module = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model)  # averages gradients over the hosts
+    optimizer = torch.optim.Adam(trained.parameters(), lr=learning_rate)
     loss_fn = nn.CrossEntropyLoss()
     order = torch.Generator().manual_seed(seed)
     result = FitResult()
     best_score = float("-inf")
     for epoch in range(1, epochs + 1):
-        model.train()
+        trained.train()
         started = time.perf_counter()
         seen = 0
         # Sums stay on the device: a float() per batch would stall a GPU on every step.
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
-        permutation = torch.randperm(len(train), generator=order)
-        for start in range(0, len(train), batch_size):
+        permutation = shard(torch.randperm(len(train), generator=order), rank, world_size)
+        for start in range(0, len(permutation), batch_size):
             idx = permutation[start : start + batch_size]
             if len(idx) < 2 and seen:  # BatchNorm cannot train on a batch of one
                 continue
             images = train.images[idx].to(device, non_blocking=True)
             labels = train.labels[idx].to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            logits = model(images)
+            logits = trained(images)
             loss = loss_fn(logits, labels)
             loss.backward()
             optimizer.step()
             seen += len(idx)
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == labels).sum()
-            if should_stop():
+            stop = should_stop()
+            if world_size > 1:  # every host stops at the same step, or the others hang
+                stop = _any_host(stop, device)
+            if stop:
                 result.stopped_early = True
                 break
+        if world_size > 1:
+            totals = torch.stack(
+                [loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)]
+            )
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = totals[0], totals[1].long(), int(totals[2].item())
         train_loss = float(loss_sum) / max(seen, 1)  # one sync per epoch
         train_acc = int(correct) / max(seen, 1)
         elapsed = time.perf_counter() - started  # the hot loop only
-        if len(val) or epoch == epochs or should_stop():
+        if len(val) or epoch == epochs or result.stopped_early:
             recalibrate_batchnorm(model, train, device)
         val_loss, val_acc = evaluate(model, val, device)
         metrics = EpochMetrics(

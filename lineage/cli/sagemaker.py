@@ -93,6 +93,15 @@ def pipeline(
     instance_type: Annotated[
         str, typer.Option(help="Instance type of both jobs.")
     ] = "ml.m5.xlarge",
+    instance_count: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=100,
+            help="Training instances (ResourceConfig.InstanceCount): DistributedDataParallel "
+            "across them, one MLflow run and one registered version.",
+        ),
+    ] = 1,
     git_token_secret: Annotated[
         str | None,
         typer.Option(help="Secrets Manager secret with the git token, read by the jobs."),
@@ -139,6 +148,7 @@ def pipeline(
             learning_rate=learning_rate,
             batch_size=batch_size,
             model_name=model_name,
+            instance_count=instance_count,
         ),
         wait=wait,
     )

@@ -30,6 +30,15 @@ Seed = Annotated[int, typer.Option(help="Seed: same seed and data give the same 
 ModelName = Annotated[
     str | None, typer.Option(help="Registered model name (default <source>-mobilenetv3).")
 ]
+InstanceCount = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=100,
+        help="Hosts of the training job (SageMaker's InstanceCount): DistributedDataParallel "
+        "across them; locally, one process or container per host.",
+    ),
+]
 Pretrained = Annotated[
     str, typer.Option(help="none | torchvision | PATH to a torchvision MobileNetV3-Small .pth")
 ]
@@ -50,6 +59,11 @@ def _print_training(result: dict[str, Any]) -> None:
         f" (epoch {int(metrics['best_epoch'])}), test_accuracy "
         f"{metrics['test_accuracy']:.4f}"
     )
+    if int(result.get("world_size", 1)) > 1:
+        console.print(
+            f"[bold]hosts[/bold]        {', '.join(result['hosts'])} (world size "
+            f"{result['world_size']}; {result['hosts'][0]} led)"
+        )
     console.print(f"[bold]model.tar.gz[/bold] {result['model_artifact']}")
 
 
@@ -64,6 +78,7 @@ def train_command(
     pretrained: Pretrained = "none",
     repo: Repo = DEFAULT_REPO,
     runtime: Runtime = "process",
+    instance_count: InstanceCount = 1,
     json_output: Json = False,
 ) -> None:
     """Train MobileNetV3-Small on an exact dataset tag; log and register it in MLflow."""
@@ -80,6 +95,7 @@ def train_command(
             pretrained=pretrained,
             repo=repo,
             runtime=runtime,
+            instance_count=instance_count,
         ),
         stream=not json_output,
     )
@@ -106,6 +122,7 @@ def pipeline_command(
     repo: Repo = DEFAULT_REPO,
     runtime: Runtime = "process",
     pattern: Pattern = "dataset",
+    instance_count: InstanceCount = 1,
     json_output: Json = False,
 ) -> None:
     """Process a dataset version, then train on the tag it published."""
@@ -133,6 +150,7 @@ def pipeline_command(
             pretrained=pretrained,
             repo=repo,
             runtime=runtime,
+            instance_count=instance_count,
         ),
         stream=not json_output,
     )

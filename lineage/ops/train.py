@@ -40,6 +40,7 @@ class TrainOptions:
     reproduces: str | None = None  # run id this run re-executes (`lineage reproduce --retrain`)
     erasures: str | None = None  # JSON file md5 -> request: objects erased (the channel)
     repo_url: str | None = None  # the dataset repository, when not `repo` on the local server
+    instance_count: int = 1  # hosts of the training job (DistributedDataParallel when > 1)
 
 
 def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> TrainingJobSpec:
@@ -77,6 +78,7 @@ def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> Trai
         channels=channels,
         output_path=f"s3://{settings.mlflow_bucket}/training",
         region=settings.aws_region,
+        instance_count=options.instance_count,
     )
 
 

@@ -203,6 +203,8 @@ def _retrain(
             experiment=_experiment_name(client, run),
             register=False,
             reproduces=run.run_id,
+            # the same number of hosts: each host's shard, hence every step, depends on it
+            instance_count=int(run.params.get("instance_count") or 1),
         ),
         stream=stream,
     )

@@ -26,9 +26,11 @@ class JobOutcome:
     status: str  # Completed | Failed
     exit_code: int
     message: str  # ExitMessage (processing) / FailureReason (training)
-    base_dir: Path  # the job's /opt/ml
+    base_dir: Path  # the job's /opt/ml (the leader's, on several hosts)
     log_file: Path
     seconds: float
+    root: Path | None = None  # the job's directory, when it is not base_dir's grandparent
+    hosts: tuple[str, ...] = ("algo-1",)
 
     @property
     def output_dir(self) -> Path:
@@ -36,19 +38,21 @@ class JobOutcome:
 
     @property
     def job_dir(self) -> Path:
-        return self.base_dir.parent.parent
+        return self.root or self.base_dir.parent.parent
 
     @property
     def succeeded(self) -> bool:
         return self.status == "Completed"
 
 
-def fresh_base_dir(jobs_root: Path, name: str) -> Path:
-    """`<jobs_root>/<name>/opt/ml`, empty: each run starts from a clean /opt/ml."""
-    base = jobs_root / name / "opt" / "ml"
+def fresh_base_dir(jobs_root: Path, name: str, host: str | None = None) -> Path:
+    """`<jobs_root>/<name>/opt/ml` (`<jobs_root>/<name>/<host>/opt/ml` for one host of
+    several), empty: each run starts from a clean /opt/ml."""
+    job = private_dir(jobs_root / name)  # configs, logs and a failed job's leftovers: owner only
+    home = private_dir(job / host) if host else job
+    base = home / "opt" / "ml"
     if base.exists():
         shutil.rmtree(base)
-    private_dir(jobs_root / name)  # configs, logs and a failed job's leftovers: owner only
     return base
 
 

@@ -120,6 +120,25 @@ def test_pipeline_in_the_images_records_the_same_lineage(
     )
 
 
+def test_two_training_containers_make_one_model_as_two_instances_would(
+    running_stack: RunningStack, docker_env: dict[str, str]
+) -> None:
+    """`--runtime docker --instance-count 2`: two containers of the training image, each
+    with its own /opt/ml, one run, one version, the model from the leader only."""
+    repo = f"docker2-{uuid.uuid4().hex[:6]}"
+    result = run_pipeline(
+        running_stack, repo, f"digits-{repo}", epochs=1, runtime="docker", env=docker_env, hosts=2
+    )
+    training = result["training"]
+    assert (training["world_size"], training["hosts"]) == (2, ["algo-1", "algo-2"])
+    client = MlflowClient(running_stack.settings.mlflow_uri)
+    assert [v.version for v in client.search_model_versions(f"name = 'digits-{repo}'")] == ["1"]
+    params = client.get_run(training["run_id"]).data.params
+    assert params["world_size"] == "2" and params["image_uri"] == "model-lineage/training:test"
+    job_dir = Path(training["model_artifact"]).parent.parent
+    assert not any((job_dir / "algo-2" / "opt" / "ml" / "model").iterdir())
+
+
 def test_training_image_fails_cleanly_on_a_bad_hyperparameter(
     running_stack: RunningStack, docker_env: dict[str, str], tmp_path: Path
 ) -> None:

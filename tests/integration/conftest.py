@@ -48,10 +48,13 @@ def run_pipeline(
     fraction: float = 0.1,
     runtime: str = "process",
     env: dict[str, str] | None = None,
+    hosts: int = 1,
 ) -> dict[str, Any]:
     """`lineage pipeline --json` on digits into its own repo and model name; the result."""
     out = run_cli(
         "pipeline",
+        "--instance-count",
+        str(hosts),
         "--runtime",
         runtime,
         "--version",

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -83,10 +82,22 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
         stack.down()
 
 
-def _cli(env: dict[str, str], *args: str, timeout: float = 600) -> tuple[Any, float]:
-    """The CLI's answer and when it came (to compare with when the fault was injected)."""
-    out = run_cli(*args, env=env, timeout=timeout)
-    return out, time.monotonic()
+def _killed_during(
+    faults: FaultStack, proxy: FaultProxy, service: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with `service` behind `proxy` (which kills it at its request), assert the
+    job failed within the bound, and bring the stack back up whatever happened."""
+    try:
+        out = run_cli(*args, env=faults.through(proxy, service), timeout=600)
+        ended = time.monotonic()
+        assert proxy.fired_at is not None, out.stderr[-3000:]
+        print(f"{list(args[:2])}: failed {ended - proxy.fired_at:.1f}s after the kill")
+        assert ended - proxy.fired_at < BOUND_S
+        assert out.returncode != 0
+        return out
+    finally:
+        proxy.close()
+        faults.restart()
 
 
 def _tags(faults: FaultStack, repo: str) -> list[str]:
@@ -124,26 +135,20 @@ def test_s3_dying_during_dvc_push_fails_within_the_bound(faults: FaultStack) -> 
         lambda: faults.kill("s3"),
         nth=5,  # a few objects are uploaded, then the store dies mid-push
     )
-    try:
-        out, ended = _cli(
-            faults.through(proxy, "s3"),
-            "process",
-            "--version",
-            "f1",
-            "--fraction",
-            "0.3",
-            "--repo",
-            repo,
-        )
-        assert proxy.fired_at is not None, out.stderr[-3000:]
-        print(f"{out.args[3:5]}: failed {ended - proxy.fired_at:.1f}s after the kill")
-        assert ended - proxy.fired_at < BOUND_S
-        assert out.returncode != 0
-        assert f"the S3 store at {proxy.url} stopped answering during `dvc push" in out.stderr
-        assert "nothing was tagged" in out.stderr
-    finally:
-        proxy.close()
-        faults.restart()
+    out = _killed_during(
+        faults,
+        proxy,
+        "s3",
+        "process",
+        "--version",
+        "f1",
+        "--fraction",
+        "0.3",
+        "--repo",
+        repo,
+    )
+    assert f"the S3 store at {proxy.url} stopped answering during `dvc push" in out.stderr
+    assert "nothing was tagged" in out.stderr
     assert _tags(faults, repo) == []  # no version points at data that is not all there
 
 
@@ -151,29 +156,23 @@ def test_mlflow_dying_during_training_fails_within_the_bound(faults: FaultStack)
     repo = f"faults-{uuid.uuid4().hex[:6]}"
     tag = _publish(faults, repo)
     proxy = FaultProxy(faults.port("mlflow"), rb"train_loss", lambda: faults.kill("mlflow"))
-    try:
-        out, ended = _cli(
-            faults.through(proxy, "mlflow"),
-            "train",
-            "--tag",
-            tag,
-            "--repo",
-            repo,
-            "--epochs",
-            "2",
-            "--model-name",
-            repo,
-        )
-        assert proxy.fired_at is not None, out.stderr[-3000:]
-        print(f"{out.args[3:5]}: failed {ended - proxy.fired_at:.1f}s after the kill")
-        assert ended - proxy.fired_at < BOUND_S
-        assert out.returncode != 0
-        assert f"the MLflow tracking server at {proxy.url} stopped answering" in out.stderr
-        assert "Start MLflow (`lineage stack up`)" in out.stderr
-        assert "Traceback" not in out.stderr
-    finally:
-        proxy.close()
-        faults.restart()
+    out = _killed_during(
+        faults,
+        proxy,
+        "mlflow",
+        "train",
+        "--tag",
+        tag,
+        "--repo",
+        repo,
+        "--epochs",
+        "2",
+        "--model-name",
+        repo,
+    )
+    assert f"the MLflow tracking server at {proxy.url} stopped answering" in out.stderr
+    assert "Start MLflow (`lineage stack up`)" in out.stderr
+    assert "Traceback" not in out.stderr
     client = MlflowClient(faults.settings.mlflow_uri)
     assert client.search_model_versions(f"name = '{repo}'") == []
 
@@ -186,27 +185,21 @@ def test_mlflow_dying_during_registration_registers_nothing(faults: FaultStack) 
         rb"POST /api/2.0/mlflow/model-versions/create",
         lambda: faults.kill("mlflow"),
     )
-    try:
-        out, ended = _cli(
-            faults.through(proxy, "mlflow"),
-            "train",
-            "--tag",
-            tag,
-            "--repo",
-            repo,
-            "--epochs",
-            "1",
-            "--model-name",
-            repo,
-        )
-        assert proxy.fired_at is not None, out.stderr[-3000:]
-        print(f"{out.args[3:5]}: failed {ended - proxy.fired_at:.1f}s after the kill")
-        assert ended - proxy.fired_at < BOUND_S
-        assert out.returncode != 0
-        assert "stopped answering" in out.stderr and "MLflow" in out.stderr
-    finally:
-        proxy.close()
-        faults.restart()
+    out = _killed_during(
+        faults,
+        proxy,
+        "mlflow",
+        "train",
+        "--tag",
+        tag,
+        "--repo",
+        repo,
+        "--epochs",
+        "1",
+        "--model-name",
+        repo,
+    )
+    assert "stopped answering" in out.stderr and "MLflow" in out.stderr
     client = MlflowClient(faults.settings.mlflow_uri)
     assert client.search_model_versions(f"name = '{repo}'") == []
     runs = client.search_runs(
@@ -225,27 +218,21 @@ def test_git_dying_during_the_tag_push_is_named_and_tags_nothing(faults: FaultSt
         lambda: faults.kill("git"),
         nth=2,  # the first push is the branch, the second the tag
     )
-    try:
-        out, ended = _cli(
-            faults.through(proxy, "git"),
-            "process",
-            "--version",
-            "f1",
-            "--fraction",
-            "0.2",
-            "--repo",
-            repo,
-        )
-        assert proxy.fired_at is not None, out.stderr[-3000:]
-        print(f"{out.args[3:5]}: failed {ended - proxy.fired_at:.1f}s after the kill")
-        assert ended - proxy.fired_at < BOUND_S
-        assert out.returncode != 0
-        assert "did not take the tag" in out.stderr
-        assert "another run at the same moment" not in out.stderr
-        assert "no version is (no tag)" in out.stderr
-    finally:
-        proxy.close()
-        faults.restart()
+    out = _killed_during(
+        faults,
+        proxy,
+        "git",
+        "process",
+        "--version",
+        "f1",
+        "--fraction",
+        "0.2",
+        "--repo",
+        repo,
+    )
+    assert "did not take the tag" in out.stderr
+    assert "another run at the same moment" not in out.stderr
+    assert "no version is (no tag)" in out.stderr
     assert _tags(faults, repo) == []
 
 
