@@ -28,6 +28,8 @@ from lineage.consent.snapshot import Snapshot
 from lineage.errors import LineageError
 from lineage.jobspec import dataset_tag
 from lineage.manifest import DATASET_METADATA, DVC_FILE
+from lineage.openlineage import events as ol
+from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 from lineage.redact import redact_url
 from processing.dataset import write_dataset
 from processing.progress import Progress
@@ -132,139 +134,174 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
     source = parse_source(args.source)
     validate_fractions(args.data_fraction, args.val_split, args.test_split)
     tag = dataset_tag(args.data_version, os.environ.get("PIPELINE_RUN_ID"))
-    if tracking_uri:
-        tracking.check_reachable(tracking_uri)
-    else:
-        log.warning("MLFLOW_TRACKING_URI is not set: the processing run is not logged")
-
-    repo = DatasetRepo(
-        repo_url, paths.work_dir / "repo", args.remote_url or "s3://lineage-dvc/dvc", step=_step
+    events = EventSink.from_env(paths.output_dir / RESULT_DIR / KEEP_DIR)
+    job_run = JobRun(
+        events,
+        run_id=ol.processing_run_id(tag),
+        job=ol.job(f"process/{ol.repository_name(repo_url)}", "DATASET_VERSION"),
+        inputs=[ol.source_dataset(str(source))],
+        facts={"dvc_tag": tag, "data_version": args.data_version, "pattern": args.pattern},
     )
-    repo.prepare(tag)
+    with job_run:
+        if tracking_uri:
+            tracking.check_reachable(tracking_uri)
+        else:
+            log.warning("MLFLOW_TRACKING_URI is not set: the processing run is not logged")
 
-    record_pattern = args.pattern == "record"
-    snapshot = None
-    if record_pattern:
-        if source.kind not in PATIENT_KINDS:
-            raise JobError(
-                f"the record pattern needs a source with patients, not {source.kind}",
-                "use --source synthetic-cxr or --source cxr:PATH",
+        repo = DatasetRepo(
+            repo_url, paths.work_dir / "repo", args.remote_url or "s3://lineage-dvc/dvc", step=_step
+        )
+        repo.prepare(tag)
+
+        record_pattern = args.pattern == "record"
+        snapshot = None
+        if record_pattern:
+            if source.kind not in PATIENT_KINDS:
+                raise JobError(
+                    f"the record pattern needs a source with patients, not {source.kind}",
+                    "use --source synthetic-cxr or --source cxr:PATH",
+                )
+            snapshot = Snapshot.read(paths.input_dir / CONSENT_INPUT)
+            log.info(
+                "consent snapshot %s as of %s: %d patients consent, %d do not",
+                snapshot.sha256,
+                snapshot.as_of,
+                len(snapshot.consenting),
+                len(snapshot.withdrawn),
             )
-        snapshot = Snapshot.read(paths.input_dir / CONSENT_INPUT)
-        log.info(
-            "consent snapshot %s as of %s: %d patients consent, %d do not",
-            snapshot.sha256,
-            snapshot.as_of,
-            len(snapshot.consenting),
-            len(snapshot.withdrawn),
+
+        _step(f"load source {source}")
+        records = load_source(source, paths.input_dir)
+        sampler = assign_by_patient if record_pattern else assign
+        assignments = sampler(
+            records,
+            fraction=args.data_fraction,
+            val_split=args.val_split,
+            test_split=args.test_split,
+            seed=args.seed,
         )
+        consent: dict[str, object] = {}
+        if snapshot is not None:
+            assignments, consent = _consent_filter(assignments, snapshot)
+        _step(f"write {len(assignments)} of {len(records)} images")
+        columns = manifest.RECORD_COLUMNS if record_pattern else manifest.BASE_COLUMNS
+        with Progress(len(assignments), "writing images") as progress:
+            dataset = write_dataset(assignments, repo.dataset_dir, progress.advance, columns)
+        counts = dataset.counts
+        log.info("counts: %s; manifest sha256 %s", counts, dataset.manifest_sha256)
 
-    _step(f"load source {source}")
-    records = load_source(source, paths.input_dir)
-    sampler = assign_by_patient if record_pattern else assign
-    assignments = sampler(
-        records,
-        fraction=args.data_fraction,
-        val_split=args.val_split,
-        test_split=args.test_split,
-        seed=args.seed,
-    )
-    consent: dict[str, object] = {}
-    if snapshot is not None:
-        assignments, consent = _consent_filter(assignments, snapshot)
-    _step(f"write {len(assignments)} of {len(records)} images")
-    columns = manifest.RECORD_COLUMNS if record_pattern else manifest.BASE_COLUMNS
-    with Progress(len(assignments), "writing images") as progress:
-        dataset = write_dataset(assignments, repo.dataset_dir, progress.advance, columns)
-    counts = dataset.counts
-    log.info("counts: %s; manifest sha256 %s", counts, dataset.manifest_sha256)
+        metadata = {
+            "pattern": args.pattern,
+            "data_version": args.data_version,
+            "data_fraction": args.data_fraction,
+            "val_split": args.val_split,
+            "test_split": args.test_split,
+            "seed": args.seed,
+            "source": str(source),
+            "manifest_sha256": dataset.manifest_sha256,
+            "counts": counts,
+            "code_version": __version__,
+            **consent,
+        }
+        if record_pattern:
+            metadata["patients"] = dataset.patients
+            metadata["patient_count"] = len({r.patient_id for r in dataset.rows})
+        message = (
+            f"dataset {args.data_version}: {sum(counts.values())} records "
+            f"(train {counts['train']}, val {counts['val']}, test {counts['test']}) "
+            f"from {source.name}\n\nmanifest sha256 {dataset.manifest_sha256}"
+        )
+        committed = {
+            DATASET_METADATA: (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
+        }
+        published = repo.publish(tag, message, metadata, committed)
 
-    metadata = {
-        "pattern": args.pattern,
-        "data_version": args.data_version,
-        "data_fraction": args.data_fraction,
-        "val_split": args.val_split,
-        "test_split": args.test_split,
-        "seed": args.seed,
-        "source": str(source),
-        "manifest_sha256": dataset.manifest_sha256,
-        "counts": counts,
-        "code_version": __version__,
-        **consent,
+        out_dir = paths.output_dir / RESULT_DIR
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / manifest.MANIFEST_NAME).write_bytes(
+            (repo.dataset_dir / manifest.MANIFEST_NAME).read_bytes()
+        )
+        (out_dir / DVC_FILE).write_bytes((repo.dir / DVC_FILE).read_bytes())
+
+        run_id = None
+        if tracking_uri:
+            _step(f"log processing run to MLflow experiment {experiment}")
+            run_id = tracking.log_run(
+                uri=tracking_uri,
+                experiment=experiment,
+                run_name=f"process-{tag}",
+                stage="processing",
+                params={
+                    "data_version": args.data_version,
+                    "data_fraction": args.data_fraction,
+                    "val_split": args.val_split,
+                    "test_split": args.test_split,
+                    "seed": args.seed,
+                    "source": str(source),
+                    "data_git_commit_id": published.commit,
+                    "dvc_tag": tag,
+                    "dvc_repo_url": redact_url(repo_url),
+                    "dataset_md5": published.dataset_md5,
+                    "manifest_sha256": dataset.manifest_sha256,
+                    "reused_commit": published.reused_commit,
+                    "code_version": __version__,
+                    "pattern": args.pattern,
+                    **contract.image_identity(),
+                    **{f"count_{split}": n for split, n in counts.items()},
+                    **{k: v for k, v in consent.items() if k in CONSENT_PARAMS},
+                    **({"patient_count": metadata["patient_count"]} if record_pattern else {}),
+                },
+                metrics={f"records_{split}": float(n) for split, n in counts.items()},
+                tags={"dvc_tag": tag, "data_git_commit_id": published.commit},
+                artifacts=[out_dir / manifest.MANIFEST_NAME, out_dir / DVC_FILE],
+            )
+
+        result = ProcessingResult(
+            tag=tag,
+            commit=published.commit,
+            dataset_md5=published.dataset_md5,
+            manifest_sha256=dataset.manifest_sha256,
+            counts=counts,
+            classes=dataset.classes,
+            nfiles=published.nfiles,
+            size_bytes=published.size,
+            dvc_repo_url=redact_url(repo_url),
+            reused_commit=published.reused_commit,
+            data_version=args.data_version,
+            source=str(source),
+            mlflow_run_id=run_id,
+            seconds=round(time.monotonic() - started, 2),
+            pattern=args.pattern,
+            consent=consent or None,
+            patients=dataset.patients if record_pattern else None,
+        )
+        job_run.outputs = [
+            ol.dataset_version(repo_url, published.dataset_md5, _dataset_facts(result), output=True)
+        ]
+        (out_dir / "result.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+        _step(f"published {tag} -> {published.commit[:12]} ({result.seconds:.1f}s)")
+        return result
+
+
+def _dataset_facts(result: ProcessingResult) -> dict[str, object]:
+    """The dataset version's facts for a lineage catalogue (the `modelLineage` facet)."""
+    facts: dict[str, object] = {
+        "dvc_tag": result.tag,
+        "data_git_commit_id": result.commit,
+        "dataset_md5": result.dataset_md5,
+        "manifest_sha256": result.manifest_sha256,
+        "data_version": result.data_version,
+        "records": dict(result.counts),
+        "files": result.nfiles,
+        "size_bytes": result.size_bytes,
+        "source": result.source,
+        "pattern": result.pattern,
     }
-    if record_pattern:
-        metadata["patients"] = dataset.patients
-        metadata["patient_count"] = len({r.patient_id for r in dataset.rows})
-    message = (
-        f"dataset {args.data_version}: {sum(counts.values())} records "
-        f"(train {counts['train']}, val {counts['val']}, test {counts['test']}) "
-        f"from {source.name}\n\nmanifest sha256 {dataset.manifest_sha256}"
-    )
-    committed = {DATASET_METADATA: (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()}
-    published = repo.publish(tag, message, metadata, committed)
-
-    out_dir = paths.output_dir / RESULT_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / manifest.MANIFEST_NAME).write_bytes(
-        (repo.dataset_dir / manifest.MANIFEST_NAME).read_bytes()
-    )
-    (out_dir / DVC_FILE).write_bytes((repo.dir / DVC_FILE).read_bytes())
-
-    run_id = None
-    if tracking_uri:
-        _step(f"log processing run to MLflow experiment {experiment}")
-        run_id = tracking.log_run(
-            uri=tracking_uri,
-            experiment=experiment,
-            run_name=f"process-{tag}",
-            stage="processing",
-            params={
-                "data_version": args.data_version,
-                "data_fraction": args.data_fraction,
-                "val_split": args.val_split,
-                "test_split": args.test_split,
-                "seed": args.seed,
-                "source": str(source),
-                "data_git_commit_id": published.commit,
-                "dvc_tag": tag,
-                "dvc_repo_url": redact_url(repo_url),
-                "dataset_md5": published.dataset_md5,
-                "manifest_sha256": dataset.manifest_sha256,
-                "reused_commit": published.reused_commit,
-                "code_version": __version__,
-                "pattern": args.pattern,
-                **contract.image_identity(),
-                **{f"count_{split}": n for split, n in counts.items()},
-                **{k: v for k, v in consent.items() if k in CONSENT_PARAMS},
-                **({"patient_count": metadata["patient_count"]} if record_pattern else {}),
-            },
-            metrics={f"records_{split}": float(n) for split, n in counts.items()},
-            tags={"dvc_tag": tag, "data_git_commit_id": published.commit},
-            artifacts=[out_dir / manifest.MANIFEST_NAME, out_dir / DVC_FILE],
-        )
-
-    result = ProcessingResult(
-        tag=tag,
-        commit=published.commit,
-        dataset_md5=published.dataset_md5,
-        manifest_sha256=dataset.manifest_sha256,
-        counts=counts,
-        classes=dataset.classes,
-        nfiles=published.nfiles,
-        size_bytes=published.size,
-        dvc_repo_url=redact_url(repo_url),
-        reused_commit=published.reused_commit,
-        data_version=args.data_version,
-        source=str(source),
-        mlflow_run_id=run_id,
-        seconds=round(time.monotonic() - started, 2),
-        pattern=args.pattern,
-        consent=consent or None,
-        patients=dataset.patients if record_pattern else None,
-    )
-    (out_dir / "result.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
-    _step(f"published {tag} -> {published.commit[:12]} ({result.seconds:.1f}s)")
-    return result
+    if result.consent:
+        facts["consent"] = {k: v for k, v in result.consent.items() if v is not None}
+    if result.patients:
+        facts["patients"] = dict(result.patients)
+    return facts
 
 
 def _consent_filter(

@@ -336,3 +336,113 @@ def write_cifar_tarball(path: Path, per_batch: int = 4) -> dict[str, dict[bytes,
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return batches
+
+
+class LineageReceiver:
+    """A lineage catalogue's OpenLineage HTTP API on loopback (`POST /api/v1/lineage`), as
+    Marquez exposes it: it keeps every event it is sent. Built on a port chosen up front, so
+    a test can point jobs at it while it is still down and start it later."""
+
+    def __init__(self, port: int | None = None) -> None:
+        import socket
+
+        if port is None:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = int(probe.getsockname()[1])
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.events: list[dict[str, Any]] = []
+        self._server: Any = None
+
+    def start(self) -> LineageReceiver:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.rstrip("/") != "/api/v1/lineage":
+                    self.send_response(404)
+                else:
+                    receiver.events.append(json.loads(body))
+                    self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+# The shape every OpenLineage RunEvent of spec 2-0-2 (the client's version) must have, written
+# from the spec's definitions of RunEvent, Run, Job, InputDataset, OutputDataset and facets:
+# the spec file itself ships in no package reachable here.
+_FACET = {
+    "type": "object",
+    "required": ["_producer", "_schemaURL"],
+    "properties": {
+        "_producer": {"type": "string", "format": "uri", "pattern": "^https?://"},
+        "_schemaURL": {"type": "string", "format": "uri", "pattern": "^https?://"},
+    },
+}
+_FACETS = {"type": "object", "additionalProperties": _FACET}
+_DATASET = {
+    "type": "object",
+    "required": ["namespace", "name"],
+    "properties": {
+        "namespace": {"type": "string", "minLength": 1},
+        "name": {"type": "string", "minLength": 1},
+        "facets": _FACETS,
+        "inputFacets": _FACETS,
+        "outputFacets": _FACETS,
+    },
+}
+OPENLINEAGE_RUN_EVENT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["eventTime", "producer", "schemaURL", "run", "job"],
+    "properties": {
+        "eventType": {"enum": ["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"]},
+        "eventTime": {"type": "string", "format": "date-time"},
+        "producer": {"type": "string", "format": "uri", "pattern": "^https?://"},
+        "schemaURL": {"type": "string", "format": "uri", "pattern": "^https?://"},
+        "run": {
+            "type": "object",
+            "required": ["runId"],
+            "properties": {"runId": {"type": "string", "format": "uuid"}, "facets": _FACETS},
+        },
+        "job": {
+            "type": "object",
+            "required": ["namespace", "name"],
+            "properties": {
+                "namespace": {"type": "string", "minLength": 1},
+                "name": {"type": "string", "minLength": 1},
+                "facets": _FACETS,
+            },
+        },
+        "inputs": {"type": "array", "items": _DATASET},
+        "outputs": {"type": "array", "items": _DATASET},
+    },
+}
+
+
+def assert_valid_run_event(event: dict[str, Any]) -> None:
+    """`event` is a well-formed OpenLineage RunEvent (formats checked, not only types)."""
+    import jsonschema
+
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    jsonschema.Draft202012Validator(OPENLINEAGE_RUN_EVENT_SCHEMA, format_checker=checker).validate(
+        event
+    )
+    assert event["schemaURL"].startswith("https://openlineage.io/spec/2-0-2/OpenLineage.json")

@@ -25,7 +25,9 @@ import torch
 
 from lineage import __version__, contract, datarepo, tracking
 from lineage.errors import LineageError
-from lineage.record import CONSENT_FACTS, MODEL_FACTS, LineageRecord
+from lineage.openlineage import events as ol
+from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
+from lineage.record import CONSENT_FACTS, DATA_FACTS, MODEL_FACTS, LineageRecord
 from lineage.redact import redact_url
 from training import distributed
 from training import hyperparameters as hp
@@ -121,35 +123,55 @@ class _Prepared:
 
 def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult | None:
     """Train; on several hosts, only the leader logs, registers and writes the model (the
-    others return None)."""
+    others return None). The leader's run is an OpenLineage run too (when configured)."""
     started = time.monotonic()
     env = _toolkit_environment()
     cluster = Cluster.from_toolkit(env)
-    if not cluster.multi_host:
-        prepared = _prepare(paths, env, cluster)
-        return _train_and_register(paths, stop, prepared, None, started)
-    with distributed.joined(cluster) as group:
-        try:
+    with _lineage_run(paths, env, cluster) as job_run:
+        if not cluster.multi_host:
+            prepared = _prepare(paths, env, cluster)
+            return _train_and_register(paths, stop, prepared, None, started, job_run)
+        with distributed.joined(cluster) as group:
             try:
-                prepared = _prepare(paths, env, cluster)
-            except LineageError as exc:
-                group.report(str(exc))
+                try:
+                    prepared = _prepare(paths, env, cluster)
+                except LineageError as exc:
+                    group.report(str(exc))
+                    raise
+                group.report("ok")
+                group.wait_for_all()  # every host verified the same data, or none trains
+                group.init_process_group(prepared.device)
+                if cluster.is_leader:
+                    return _train_and_register(paths, stop, prepared, group, started, job_run)
+                _fit(prepared, stop, group)
+                log.info(
+                    "%s done: the leader %s logs and registers",
+                    cluster.describe(),
+                    cluster.leader,
+                )
+                return None
+            except ClusterError:
+                raise  # another host's failure: that host is named, not this one
+            except BaseException as exc:
+                group.report_failure(str(exc) or exc.__class__.__name__)
                 raise
-            group.report("ok")
-            group.wait_for_all()  # every host verified the same data, or none trains
-            group.init_process_group(prepared.device)
-            if cluster.is_leader:
-                return _train_and_register(paths, stop, prepared, group, started)
-            _fit(prepared, stop, group)
-            log.info(
-                "%s done: the leader %s logs and registers", cluster.describe(), cluster.leader
-            )
-            return None
-        except ClusterError:
-            raise  # another host's failure: that host is named, not this one
-        except BaseException as exc:
-            group.report_failure(str(exc) or exc.__class__.__name__)
-            raise
+
+
+def _lineage_run(paths: contract.TrainingPaths, env: Any, cluster: Cluster) -> JobRun:
+    """The job as an OpenLineage run `train/<dataset repository>` (the leader's only), its
+    parent the processing run that published the tag; inputs and outputs are filled in
+    once the data is verified and the model registered."""
+    repo_url = os.environ.get("DVC_REPO_URL", "")
+    tag = str(env.hyperparameters.get("dvc_tag", ""))
+    repo = ol.repository_name(repo_url)
+    sink = EventSink.from_env(paths.output_data_dir / KEEP_DIR) if cluster.is_leader else None
+    return JobRun(
+        sink,
+        run_id=ol.training_run_id(env.job_name or "training"),
+        job=ol.job(f"train/{repo}", "MODEL_TRAINING", repo_url or None),
+        parent=ol.parent(ol.processing_run_id(tag), f"process/{repo}") if tag else None,
+        facts={"dvc_tag": tag, "training_job_name": env.job_name, "hosts": list(cluster.hosts)},
+    )
 
 
 def _prepare(paths: contract.TrainingPaths, env: Any, cluster: Cluster) -> _Prepared:
@@ -278,6 +300,7 @@ def _train_and_register(
     prepared: _Prepared,
     group: Group | None,
     started: float,
+    job_run: JobRun,
 ) -> TrainingResult:
     """The leader's part (the only part on one host): the MLflow run around the loop, the
     model with its digests, the export, the registry version."""
@@ -365,6 +388,7 @@ def _train_and_register(
             # the registered artifact's lineage.json names its own version (deploy checks it)
             mlflow.log_artifact(str(paths.model_dir / LINEAGE_FILE), artifact_path="model")
         mlflow.log_dict(record.to_json(), LINEAGE_FILE)
+    _describe_run(job_run, prepared, record)
 
     metrics = {**{k: v for k, v in fitted.history[-1].as_dict().items()}, **final}
     return TrainingResult(
@@ -382,6 +406,25 @@ def _train_and_register(
         world_size=record.world_size,
         hosts=list(record.hosts),
     )
+
+
+def _describe_run(job_run: JobRun, prepared: _Prepared, record: LineageRecord) -> None:
+    """What the catalogue learns on COMPLETE: the verified dataset version in, the model
+    version out (its run, digests and metrics)."""
+    data_facts = {k: v for k, v in record.facts().items() if k in DATA_FACTS}
+    job_run.inputs = [
+        ol.dataset_version(prepared.repo_url, record.dataset_md5, data_facts, output=False)
+    ]
+    job_run.outputs = [
+        ol.model_version(
+            prepared.tracking_uri,
+            record.model_name,
+            record.model_version,
+            {**record.facts(), "run_id": record.run_id, "metrics": record.metrics},
+            output=True,
+        )
+    ]
+    job_run.facts |= {"mlflow_run_id": record.run_id, "world_size": record.world_size}
 
 
 def _save_and_log_model(

@@ -45,6 +45,7 @@ def build(settings: Settings, ref: str, *, scan: bool = False) -> dict[str, Any]
         )
     verified = chain.ok and audit.ok
     return {
+        "chain_svg": _chain_picture(settings, chain, audit),
         "title": f"Lineage and consent evidence for {model.ref}",
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "tool": f"model-lineage {__version__}",
@@ -210,6 +211,11 @@ def render_html(report: dict[str, Any]) -> str:
         f"<h1>{_e(report['title'])}</h1>",
         f"<div class='verdict {css_class}'>{_e(verdict['summary'])}</div>",
         "<h2>1. What was deployed, and the data behind it</h2>",
+        f"<figure class='chain'>{report['chain_svg']}<figcaption>The chain, drawn from its "
+        "W3C PROV document (<code>lineage export --format prov-json</code>); each link "
+        "carries the checks made on it.</figcaption></figure>"
+        if report.get("chain_svg")
+        else "",
         _table(["", "value"], chain_rows, mono={1}),
         "<h2>2. Every link checked against an independent record</h2>",
         "<p>Each fact is recorded in more than one place (the training run, the model registry, "
@@ -233,6 +239,24 @@ def render_html(report: dict[str, Any]) -> str:
         "</body></html>",
     ]
     return "".join(parts) + "\n"
+
+
+def _chain_picture(settings: Settings, chain: Trace, audit: ModelAudit) -> str:
+    """The chain as SVG, drawn from the same PROV document `lineage export` writes, with the
+    audit's consent checks on the records -> consent link."""
+    from dataclasses import replace
+
+    from lineage.openlineage import prov
+    from lineage.query.export import chain_facts
+
+    facts = chain_facts(settings, chain)
+    if audit.model.pattern == "record":
+        consent = [
+            {"name": "consent snapshot", "ok": audit.snapshot_ok, "detail": ""},
+            {"name": "consent at training", "ok": not audit.without_consent, "detail": ""},
+        ]
+        facts = replace(facts, checks=[*facts.checks, *consent])
+    return prov.chain_svg(prov.build(facts))
 
 
 def write_report(

@@ -14,6 +14,7 @@ from lineage.cli import (
     demo,
     deploy,
     erase,
+    export,
     process,
     query,
     sagemaker,
@@ -43,6 +44,7 @@ app.command(name="trace")(query.trace_command)
 app.command(name="reproduce")(query.reproduce_command)
 app.command(name="verify")(query.verify_command)
 app.command(name="compare")(query.compare_command)
+app.command(name="export")(export.export_command)
 app.command(name="demo")(demo.demo_command)
 app.add_typer(consent.app, name="consent")
 app.command(name="impact")(audit.impact_command)

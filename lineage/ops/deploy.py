@@ -184,22 +184,45 @@ def deploy(
             f"port {port} is in use by another program", "pass --port with a free port"
         )
     info = materialize(settings, ref, endpoint_dir)
-    start = _start_container if runtime == "docker" else _start_process
-    server = start(settings, port, info)
     url = f"http://{settings.host}:{port}"
-    deadline = time.monotonic() + PING_TIMEOUT_S
-    while True:
-        if not server.alive():
-            _give_up(server, "the inference server exited during start-up")
-        try:
-            if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            _give_up(server, "the inference server did not answer /ping in time")
-        time.sleep(0.2)
+    with _lineage_run(settings, info, url):
+        start = _start_container if runtime == "docker" else _start_process
+        server = start(settings, port, info)
+        deadline = time.monotonic() + PING_TIMEOUT_S
+        while True:
+            if not server.alive():
+                _give_up(server, "the inference server exited during start-up")
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                _give_up(server, "the inference server did not answer /ping in time")
+            time.sleep(0.2)
     return {"endpoint": url, "runtime": runtime, **server.handle, **info}
+
+
+def _lineage_run(settings: Settings, info: dict[str, Any], url: str) -> Any:
+    """The deploy as an OpenLineage run `deploy/<model>`: the model version in, the endpoint
+    out, its parent the training run (when OPENLINEAGE_URL or the like is set)."""
+    from lineage.openlineage import events as ol
+    from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
+
+    record = LineageRecord.from_mapping(info["lineage"])
+    name, version = info["model_name"], str(info["model_version"])
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    keep = settings.home / KEEP_DIR / f"deploy-{name}-{version}-{stamp}"
+    repo = ol.repository_name(record.dvc_repo_url)
+    job = record.training_job_name
+    return JobRun(
+        EventSink.from_env(keep),
+        run_id=ol.deploy_run_id(name, version, url, stamp),
+        job=ol.job(f"deploy/{name}", "MODEL_DEPLOYMENT"),
+        inputs=[ol.model_version(settings.mlflow_uri, name, version, record.facts(), output=False)],
+        parent=ol.parent(ol.training_run_id(job), f"train/{repo}") if job else None,
+        facts={"endpoint": url, "model": f"{name}/{version}", "alias": info.get("alias")},
+    ).with_outputs([ol.endpoint_dataset(url)])
 
 
 def _give_up(server: _Server, reason: str) -> NoReturn:

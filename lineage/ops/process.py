@@ -11,6 +11,7 @@ from lineage import contract
 from lineage.config import Settings
 from lineage.errors import ConfigError
 from lineage.jobspec import ProcessingInput, ProcessingJobSpec, ProcessingOutput, job_name
+from lineage.openlineage.emit import KEEP_DIR, forwarded_env
 from lineage.tracking import DEFAULT_EXPERIMENT
 from local.runner import run_processing
 from local.runner.launch import job_result
@@ -106,13 +107,14 @@ def process(settings: Settings, options: ProcessOptions, *, stream: bool = True)
         outcome = run_processing(
             spec,
             jobs_root=settings.home / "jobs",
-            runtime_env=settings.client_env(),
+            runtime_env={**settings.client_env(), **forwarded_env()},
             runtime=options.runtime,
             stream=stream,
         )
-    result = job_result(
-        outcome, "processing", outcome.output_dir / contract.PROCESSING_RESULT_DIR / "result.json"
-    )
+    lineage_dir = outcome.output_dir / contract.PROCESSING_RESULT_DIR
+    result = job_result(outcome, "processing", lineage_dir / "result.json")
+    if (lineage_dir / KEEP_DIR).is_dir():  # the OpenLineage events it produced, for replay
+        result["openlineage_events"] = str(lineage_dir / KEEP_DIR)
     return result
 
 

@@ -14,6 +14,7 @@ from lineage.credentials import private_dir, write_private
 from lineage.errors import LineageError
 from lineage.gitops import split_credentials
 from lineage.jobspec import Channel, TrainingJobSpec, job_name
+from lineage.openlineage.emit import KEEP_DIR, forwarded_env
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions, process
 from lineage.registry import parse_model_ref
 from lineage.tracking import DEFAULT_EXPERIMENT, fail_unfinished_runs
@@ -98,7 +99,7 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
     outcome = run_training(
         spec,
         jobs_root=settings.home / "jobs",
-        runtime_env={**settings.client_env(), **url_auth},
+        runtime_env={**settings.client_env(), **url_auth, **forwarded_env()},
         runtime=options.runtime,
         stream=stream,
     )
@@ -110,6 +111,9 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
             log.warning("run %s of the failed job %s marked FAILED", run_id, spec.name)
     result = job_result(outcome, "training", result_file)
     result["model_artifact"] = str(outcome.job_dir / "output" / "model.tar.gz")
+    kept = contract.TrainingPaths(outcome.base_dir).output_data_dir / KEEP_DIR
+    if kept.is_dir():  # the OpenLineage events it produced, for replay
+        result["openlineage_events"] = str(kept)
     result["indexed"] = index_version(settings, result)
     return result
 

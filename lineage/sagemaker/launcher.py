@@ -89,7 +89,23 @@ class SageMakerConfig:
             env["AWS_DEFAULT_REGION"] = self.region
         if self.git_token_secret:
             env[TOKEN_SECRET_ENV] = self.git_token_secret
-        return env
+        return {**env, **public_openlineage_env()}
+
+
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH")
+
+
+def public_openlineage_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The OpenLineage settings a SageMaker job needs to emit events (a job's Environment is
+    visible in DescribeTrainingJob, so anything that looks like a credential stays out: give
+    the job its catalogue credentials through its role, e.g. the DataZone transport)."""
+    from lineage.openlineage.emit import forwarded_env
+
+    return {
+        k: v
+        for k, v in forwarded_env(environ).items()
+        if not any(word in k.upper() for word in _SECRET_WORDS) and "@" not in v
+    }
 
 
 def lineage_tags(**values: str) -> list[dict[str, str]]:

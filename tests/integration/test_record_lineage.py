@@ -310,6 +310,12 @@ def test_the_report_is_self_contained_and_names_the_withdrawals(
     for patient in scenario.withdrawn:
         assert patient in page
     assert data["consent"]["snapshot_sha256"] in page
+    # the chain's picture, drawn from its PROV document, every link labelled with its checks
+    svg = page[page.index("<svg") : page.index("</svg>")]
+    for label in ("registered version", "training run", "dataset version", "consent snapshot"):
+        assert label in svg
+    assert "ok: tag, dvc pointer" in svg and "ok: consent snapshot" in svg
+    assert "FAILED" not in svg and "not checked" not in svg
     # the demo's own report is of production (v2): nothing to act on
     demo_report = json.loads(Path(scenario.result["report"]["json"]).read_text())
     assert demo_report["model"]["ref"] == scenario.ref("v2.0")
