@@ -191,13 +191,7 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
         log.info("counts: %s; manifest sha256 %s", counts, dataset.manifest_sha256)
 
         metadata = {
-            "pattern": args.pattern,
-            "data_version": args.data_version,
-            "data_fraction": args.data_fraction,
-            "val_split": args.val_split,
-            "test_split": args.test_split,
-            "seed": args.seed,
-            "source": str(source),
+            **_sampling(args, source),
             "manifest_sha256": dataset.manifest_sha256,
             "counts": counts,
             "code_version": __version__,
@@ -232,12 +226,7 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
                 run_name=f"process-{tag}",
                 stage="processing",
                 params={
-                    "data_version": args.data_version,
-                    "data_fraction": args.data_fraction,
-                    "val_split": args.val_split,
-                    "test_split": args.test_split,
-                    "seed": args.seed,
-                    "source": str(source),
+                    **_sampling(args, source),
                     "data_git_commit_id": published.commit,
                     "dvc_tag": tag,
                     "dvc_repo_url": redact_url(repo_url),
@@ -245,7 +234,6 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
                     "manifest_sha256": dataset.manifest_sha256,
                     "reused_commit": published.reused_commit,
                     "code_version": __version__,
-                    "pattern": args.pattern,
                     **contract.image_identity(),
                     **{f"count_{split}": n for split, n in counts.items()},
                     **{k: v for k, v in consent.items() if k in CONSENT_PARAMS},
@@ -281,6 +269,19 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
         (out_dir / "result.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
         _step(f"published {tag} -> {published.commit[:12]} ({result.seconds:.1f}s)")
         return result
+
+
+def _sampling(args: argparse.Namespace, source: object) -> dict[str, object]:
+    """How the version was drawn: in its committed dataset.json and in the run's params."""
+    return {
+        "pattern": args.pattern,
+        "data_version": args.data_version,
+        "data_fraction": args.data_fraction,
+        "val_split": args.val_split,
+        "test_split": args.test_split,
+        "seed": args.seed,
+        "source": str(source),
+    }
 
 
 def _dataset_facts(result: ProcessingResult) -> dict[str, object]:

@@ -17,7 +17,8 @@ Settings (environment, all optional): ``LINEAGE_RENDEZVOUS_PORT`` (default 29500
 ``LINEAGE_RENDEZVOUS_ADDRESS`` (the leader's address when its host name does not resolve,
 as with the local process runtime), ``LINEAGE_RENDEZVOUS_TIMEOUT`` (seconds every host has
 to join, default 300), ``LINEAGE_COLLECTIVE_TIMEOUT`` (seconds a collective may wait for a
-peer, default 120).
+peer, default 120), ``LINEAGE_DIST_BACKEND`` (``gloo`` or ``nccl``; NCCL needs one GPU per
+host, so two local hosts sharing one GPU take ``gloo``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ PORT_ENV = contract.RENDEZVOUS_PORT_ENV
 ADDRESS_ENV = contract.RENDEZVOUS_ADDRESS_ENV
 RENDEZVOUS_TIMEOUT_ENV = contract.RENDEZVOUS_TIMEOUT_ENV
 COLLECTIVE_TIMEOUT_ENV = contract.COLLECTIVE_TIMEOUT_ENV
+BACKEND_ENV = contract.DIST_BACKEND_ENV
 HEARTBEAT_S = 2.0
 HEARTBEAT_LOST_S = 30.0
 
@@ -231,7 +233,9 @@ class Group:
     def init_process_group(self, device: torch.device) -> None:
         import torch.distributed as dist
 
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        backend = os.environ.get(BACKEND_ENV) or ("nccl" if device.type == "cuda" else "gloo")
+        if backend not in ("gloo", "nccl"):
+            raise ClusterError(f"{BACKEND_ENV}={backend!r}: use gloo or nccl")
         dist.init_process_group(
             backend,
             store=dist.PrefixStore(  # type: ignore[attr-defined]

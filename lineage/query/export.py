@@ -117,6 +117,12 @@ def openlineage_events(settings: Settings, chain: prov.ChainFacts) -> list[Any]:
     model_facts = {k: rec.get(k) for k in ("weights_sha256", "model_sha256", "onnx_sha256")}
     model_facts |= {"run_id": chain.run_id, "metrics": rec.get("metrics") or {}}
     job_name = str(rec.get("training_job_name") or chain.run_id)
+
+    def model(*, output: bool) -> Any:
+        return ol.model_version(
+            settings.mlflow_uri, chain.model_name, chain.model_version, model_facts, output=output
+        )
+
     events = [
         ol.run_event(
             RunState.COMPLETE,
@@ -132,15 +138,7 @@ def openlineage_events(settings: Settings, chain: prov.ChainFacts) -> list[Any]:
             run_id=ol.training_run_id(job_name),
             job=ol.job(f"train/{repo}", "MODEL_TRAINING", data["repo_url"], data["commit"]),
             inputs=[dataset_in],  # type: ignore[list-item]
-            outputs=[
-                ol.model_version(  # type: ignore[list-item]
-                    settings.mlflow_uri,
-                    chain.model_name,
-                    chain.model_version,
-                    model_facts,
-                    output=True,
-                )
-            ],
+            outputs=[model(output=True)],
             parent_facet=ol.parent(ol.processing_run_id(data["tag"]), f"process/{repo}"),
             facts={"mlflow_run_id": chain.run_id, "training_job_name": job_name},
             event_time=_iso(chain.run_ended_ms),
@@ -152,15 +150,7 @@ def openlineage_events(settings: Settings, chain: prov.ChainFacts) -> list[Any]:
                 RunState.COMPLETE,
                 run_id=ol.deploy_run_id(chain.model_name, chain.model_version, chain.endpoint, ""),
                 job=ol.job(f"deploy/{chain.model_name}", "MODEL_DEPLOYMENT"),
-                inputs=[
-                    ol.model_version(  # type: ignore[list-item]
-                        settings.mlflow_uri,
-                        chain.model_name,
-                        chain.model_version,
-                        model_facts,
-                        output=False,
-                    )
-                ],
+                inputs=[model(output=False)],
                 outputs=[ol.endpoint_dataset(chain.endpoint)],
                 parent_facet=ol.parent(ol.training_run_id(job_name), f"train/{repo}"),
             )

@@ -131,6 +131,8 @@ def _run_hosts(
         RENDEZVOUS_PORT_ENV: str(_free_port()),
     }
     rendezvous = {k: v for k, v in rendezvous.items() if k not in spec.environment}
+    # this machine's multi-host settings reach containers too (a process gets them anyway)
+    rendezvous |= {k: os.environ[k] for k in _FORWARDED if k in os.environ}
     # each "instance" gets its share of this machine's cores, as each would have its own
     share = str(max(1, (os.cpu_count() or 1) // spec.instance_count))
     rendezvous |= {k: share for k in ("OMP_NUM_THREADS",) if k not in os.environ}
@@ -178,6 +180,13 @@ def _run_hosts(
         root=job_dir,
         hosts=tuple(spec.hosts),
     )
+
+
+_FORWARDED = (
+    contract.DIST_BACKEND_ENV,
+    contract.RENDEZVOUS_TIMEOUT_ENV,
+    contract.COLLECTIVE_TIMEOUT_ENV,
+)
 
 
 def _followers_wrote_models(spec: TrainingJobSpec, bases: Mapping[str, Path]) -> str:
