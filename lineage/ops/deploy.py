@@ -185,7 +185,7 @@ def deploy(
         )
     info = materialize(settings, ref, endpoint_dir)
     url = f"http://{settings.host}:{port}"
-    with _lineage_run(settings, info, url):
+    with deploy_lineage_run(settings, info, url):
         start = _start_container if runtime == "docker" else _start_process
         server = start(settings, port, info)
         deadline = time.monotonic() + PING_TIMEOUT_S
@@ -203,9 +203,10 @@ def deploy(
     return {"endpoint": url, "runtime": runtime, **server.handle, **info}
 
 
-def _lineage_run(settings: Settings, info: dict[str, Any], url: str) -> Any:
+def deploy_lineage_run(settings: Settings, info: dict[str, Any], url: str) -> Any:
     """The deploy as an OpenLineage run `deploy/<model>`: the model version in, the endpoint
-    out, its parent the training run (when OPENLINEAGE_URL or the like is set)."""
+    (`url`) out, its parent the training run (when OPENLINEAGE_URL or the like is set). Used
+    by the local deploy and the SageMaker one alike."""
     from lineage.openlineage import events as ol
     from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 

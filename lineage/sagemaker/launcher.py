@@ -276,6 +276,11 @@ class Launcher:
         self.wait("training", training.name)
         trained = self._training_result(training)
         result["training"] = {"job_name": training.name, "status": "Completed", **trained}
+        # the registered version joins the lineage index, as a local run's does (audits
+        # would otherwise call the index out of date until `lineage index rebuild`)
+        from lineage.ops.train import index_version
+
+        result["training"]["indexed"] = index_version(self.settings, result["training"])
         return result
 
     def _upload_consent_snapshot(self, run_id: str) -> str:
@@ -367,7 +372,7 @@ class Launcher:
 
     # -- deploying ------------------------------------------------------------------------------
     def deploy(self, ref: str, endpoint_name: str, instance_type: str) -> dict[str, Any]:
-        from lineage.ops.deploy import materialize
+        from lineage.ops.deploy import deploy_lineage_run, materialize
 
         image = self.settings.image_uri("inference")
         digests = self.preflight(image)
@@ -403,6 +408,37 @@ class Launcher:
             },
             "Tags": tags,
         }
+        endpoint_url = (
+            f"https://runtime.sagemaker.{self.settings.aws_region}.amazonaws.com"
+            f"/endpoints/{endpoint_name}"
+        )
+        with deploy_lineage_run(self.settings, info, endpoint_url):
+            exists = self._create_endpoint(
+                model_name, model_request, endpoint_name, instance_type, tags
+            )
+            described = self._wait_endpoint(endpoint_name)
+        return {
+            "endpoint_name": endpoint_name,
+            "endpoint_arn": described.get("EndpointArn"),
+            "model": f"{name}/{version}",
+            "sagemaker_model": model_name,
+            "model_data": f"s3://{self.config.bucket}/{key}",
+            "image": image,
+            "image_digest": digests.get(image, ""),
+            "lineage": lineage,
+            "updated": exists,
+        }
+
+    def _create_endpoint(
+        self,
+        model_name: str,
+        model_request: dict[str, Any],
+        endpoint_name: str,
+        instance_type: str,
+        tags: list[dict[str, str]],
+    ) -> bool:
+        """CreateModel, CreateEndpointConfig, then CreateEndpoint or UpdateEndpoint; True
+        when the endpoint existed (and was updated)."""
         self.report(f"CreateModel {model_name}")
         aws.call(
             "CreateModel",
@@ -450,18 +486,7 @@ class Launcher:
                 EndpointConfigName=model_name,
                 Tags=tags,
             )
-        described = self._wait_endpoint(endpoint_name)
-        return {
-            "endpoint_name": endpoint_name,
-            "endpoint_arn": described.get("EndpointArn"),
-            "model": f"{name}/{version}",
-            "sagemaker_model": model_name,
-            "model_data": f"s3://{self.config.bucket}/{key}",
-            "image": image,
-            "image_digest": digests.get(image, ""),
-            "lineage": lineage,
-            "updated": exists,
-        }
+        return exists
 
     def _endpoint_status(self, name: str) -> str | None:
         try:

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +366,17 @@ def test_local_runner_config_files_match_the_launcher_requests(
     assert {
         k: v for k, v in sent_training["Environment"].items() if k in local_training.environment
     } == local_training.environment
+
+    # two instances: the request asks SageMaker for two, the local runner lays out two hosts
+    # whose resourceconfig.json lists both, as SageMaker writes it on each instance
+    two = replace(train, instance_count=2, pretrained="none")
+    _, sent_two = launcher.training_job(two, "v9-run", "c" * 40)
+    assert sent_two["ResourceConfig"]["InstanceCount"] == 2
+    local_two = build_training_spec(placed, two, settings.repo_url("datasets"))
+    for host in ("algo-1", "algo-2"):
+        config_file = prepare_training(local_two, tmp_path / "t2", host) / "input/config"
+        resource = json.loads((config_file / "resourceconfig.json").read_text())
+        assert (resource["current_host"], resource["hosts"]) == (host, ["algo-1", "algo-2"])
 
 
 def test_deploy_creates_model_config_and_endpoint(
