@@ -253,3 +253,11 @@ def dvc_out_md5_from_text(text: str) -> str | None:
         return str(data["outs"][0]["md5"])
     except (yaml.YAMLError, KeyError, IndexError, TypeError):
         return None
+
+
+def repository_name(url: str) -> str:
+    """A repository's own name, from its URL (`.../repos/datasets.git` -> `datasets`)."""
+    from pathlib import PurePosixPath
+    from urllib.parse import urlsplit
+
+    return PurePosixPath(urlsplit(url).path).name.removesuffix(".git") or "datasets"

@@ -26,6 +26,7 @@ from typing import NoReturn
 from lineage import __version__, contract, manifest, tracking
 from lineage.consent.snapshot import Snapshot
 from lineage.errors import LineageError
+from lineage.gitops import repository_name
 from lineage.jobspec import dataset_tag
 from lineage.manifest import DATASET_METADATA, DVC_FILE
 from lineage.openlineage import events as ol
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
     job_run = JobRun(
         events,
         run_id=ol.processing_run_id(tag),
-        job=ol.job(f"process/{ol.repository_name(repo_url)}", "DATASET_VERSION"),
+        job=ol.job(f"process/{repository_name(repo_url)}", "DATASET_VERSION"),
         inputs=[ol.source_dataset(str(source))],
         facts={"dvc_tag": tag, "data_version": args.data_version, "pattern": args.pattern},
     )

@@ -25,6 +25,7 @@ import torch
 
 from lineage import __version__, contract, datarepo, tracking
 from lineage.errors import LineageError
+from lineage.gitops import repository_name
 from lineage.openlineage import events as ol
 from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 from lineage.record import CONSENT_FACTS, DATA_FACTS, MODEL_FACTS, LineageRecord
@@ -163,7 +164,7 @@ def _lineage_run(paths: contract.TrainingPaths, env: Any, cluster: Cluster) -> J
     once the data is verified and the model registered."""
     repo_url = os.environ.get("DVC_REPO_URL", "")
     tag = str(env.hyperparameters.get("dvc_tag", ""))
-    repo = ol.repository_name(repo_url)
+    repo = repository_name(repo_url)
     sink = EventSink.from_env(paths.output_data_dir / KEEP_DIR) if cluster.is_leader else None
     return JobRun(
         sink,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import typer
 
@@ -13,6 +12,7 @@ from lineage.cli.options import Fraction, Json, Pattern, Source, TestSplit, ValS
 from lineage.cli.output import console, emit_json, progress
 from lineage.config import Settings
 from lineage.errors import ConfigError
+from lineage.gitops import repository_name
 from lineage.ops.process import ProcessOptions
 from lineage.ops.train import TrainOptions
 from lineage.sagemaker.launcher import Launcher, SageMakerConfig, invoke, job_logs, status
@@ -65,11 +65,6 @@ def _config(
         **extra,
     )
     return config, settings
-
-
-def repo_name(url: str) -> str:
-    """`DVC_REPO_NAME`: the repository's own name, from its URL (`.../repos/datasets`)."""
-    return PurePosixPath(urlsplit(url).path).name.removesuffix(".git") or "datasets"
 
 
 @app.command()
@@ -134,7 +129,7 @@ def pipeline(
     result = launcher.pipeline(
         ProcessOptions(
             version=version,
-            repo=repo_name(dvc_repo_url),
+            repo=repository_name(dvc_repo_url),
             fraction=fraction,
             source=source,
             val_split=val_split,

@@ -25,9 +25,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import attr
 from openlineage.client.event_v2 import (
@@ -86,11 +84,6 @@ class ModelLineageRunFacet(RunFacet):
 
 def job_namespace() -> str:
     return os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_NAMESPACE
-
-
-def repository_name(url: str) -> str:
-    """A repository's own name, from its URL (`.../repos/datasets.git` -> `datasets`)."""
-    return PurePosixPath(urlsplit(url).path).name.removesuffix(".git") or "datasets"
 
 
 def processing_run_id(tag: str) -> str:

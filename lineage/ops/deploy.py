@@ -207,6 +207,7 @@ def deploy_lineage_run(settings: Settings, info: dict[str, Any], url: str) -> An
     """The deploy as an OpenLineage run `deploy/<model>`: the model version in, the endpoint
     (`url`) out, its parent the training run (when OPENLINEAGE_URL or the like is set). Used
     by the local deploy and the SageMaker one alike."""
+    from lineage.gitops import repository_name
     from lineage.openlineage import events as ol
     from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 
@@ -214,7 +215,7 @@ def deploy_lineage_run(settings: Settings, info: dict[str, Any], url: str) -> An
     name, version = info["model_name"], str(info["model_version"])
     stamp = time.strftime("%Y%m%dT%H%M%S")
     keep = settings.home / KEEP_DIR / f"deploy-{name}-{version}-{stamp}"
-    repo = ol.repository_name(record.dvc_repo_url)
+    repo = repository_name(record.dvc_repo_url)
     job = record.training_job_name
     return JobRun(
         EventSink.from_env(keep),

@@ -18,6 +18,7 @@ from openlineage.client.serde import Serde
 from lineage import tracking
 from lineage.config import Settings
 from lineage.errors import LineageError
+from lineage.gitops import repository_name
 from lineage.openlineage import events as ol
 from lineage.openlineage import prov
 from lineage.query.chain import locate
@@ -107,7 +108,7 @@ def openlineage_events(settings: Settings, chain: prov.ChainFacts) -> list[Any]:
     (source -> dataset version), training (dataset version -> model version) and, from an
     endpoint, the deploy (model version -> endpoint), linked by parent run facets."""
     rec, data = chain.record, chain.data
-    repo = ol.repository_name(data["repo_url"])
+    repo = repository_name(data["repo_url"])
     data_facts = {k: rec.get(k) for k in ("dvc_tag", "data_git_commit_id", "dataset_md5")}
     data_facts |= {"manifest_sha256": data["manifest_sha256"], "records": data["records"]}
     if rec.get("pattern") == "record":
