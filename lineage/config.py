@@ -76,7 +76,7 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -135,7 +135,7 @@ class Settings:
             mlflow_uri_override=(env.get("LINEAGE_MLFLOW_URI") or "").rstrip("/") or None,
             dvc_bucket=env.get("LINEAGE_DVC_BUCKET") or "lineage-dvc",
             mlflow_bucket=env.get("LINEAGE_MLFLOW_BUCKET") or "lineage-mlflow",
-            startup_timeout=_env_float(env, "LINEAGE_STARTUP_TIMEOUT", 180.0),
+            startup_timeout=env_float(env, "LINEAGE_STARTUP_TIMEOUT", 180.0),
             weed_bin=env.get("LINEAGE_WEED_BIN") or None,
             external_access_key_id=key_id or None,
             external_secret_access_key=secret or None,

@@ -10,7 +10,7 @@ import typer
 
 from lineage.cli.options import Fraction, Json, Pattern, Source, TestSplit, ValSplit, Version
 from lineage.cli.output import console, emit_json, progress
-from lineage.config import Settings
+from lineage.config import Settings, env_float
 from lineage.errors import ConfigError
 from lineage.gitops import repository_name
 from lineage.ops.process import ProcessOptions
@@ -61,7 +61,7 @@ def _config(
         image_registry=registry,
         image_tag=image_tag or settings.image_tag,
         region=region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION"),
-        poll_s=float(os.environ.get("LINEAGE_SAGEMAKER_POLL_S", "30")),
+        poll_s=env_float(os.environ, "LINEAGE_SAGEMAKER_POLL_S", 30.0),
         **extra,
     )
     return config, settings

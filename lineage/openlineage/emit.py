@@ -66,11 +66,9 @@ class EventSink:
     def from_env(cls, keep_dir: Path) -> EventSink | None:
         if not configured():
             return None
-        try:
-            timeout = float(os.environ.get(TIMEOUT_ENV) or 10)
-        except ValueError:
-            timeout = 10.0
-        return cls(keep_dir, timeout)
+        from lineage.config import env_float
+
+        return cls(keep_dir, env_float(os.environ, TIMEOUT_ENV, 10.0))
 
     def emit(self, event: Any) -> None:
         """Keep `event`, then try to send it; never raises."""
