@@ -5,6 +5,7 @@ are stopped; the job's failure reason names the host that failed first."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -100,11 +101,11 @@ def _stop(proc: subprocess.Popen[str], container: str | None) -> None:
     """SIGTERM (the platform's stop), then SIGKILL after 10 s, as SageMaker stops a job."""
     if container:
         subprocess.run(["docker", "stop", "--time", "10", container], capture_output=True)
-    try:
-        proc.send_signal(signal.SIGTERM)
+    try:  # the host's whole process group: its git and dvc children too
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 

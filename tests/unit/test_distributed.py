@@ -160,3 +160,42 @@ def test_only_the_leader_may_write_the_model(tmp_path: Path) -> None:
     assert "host algo-2 wrote weights.pt to /opt/ml/model" in _followers_wrote_models(spec, bases)
     config = (bases["algo-2"] / "input" / "config" / "resourceconfig.json").read_text()
     assert '"current_host": "algo-2"' in config and '"network_interface_name": "lo"' in config
+
+
+def test_after_one_host_fails_the_runner_stops_the_rest_with_their_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import sys
+    import time
+
+    from local.runner import hosts
+
+    monkeypatch.setattr(hosts, "GRACE_S", 0.5)
+    child_pid = tmp_path / "child.pid"
+    stuck = (
+        "import subprocess, pathlib, time;"
+        "p = subprocess.Popen(['sleep', '120']);"
+        f"pathlib.Path({str(child_pid)!r}).write_text(str(p.pid));"
+        "time.sleep(120)"
+    )
+    launches = [
+        hosts.HostLaunch("algo-1", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ),
+                         tmp_path / "algo-1.log"),
+        hosts.HostLaunch("algo-2", [sys.executable, "-c", stuck], dict(os.environ),
+                         tmp_path / "algo-2.log"),
+    ]  # fmt: skip
+    started = time.monotonic()
+    exits = hosts.launch_hosts(launches, stream=False)
+    assert time.monotonic() - started < 30
+    assert [(e.host, e.exit_code != 0, e.killed_by_runner) for e in exits] == [
+        ("algo-1", True, False),
+        ("algo-2", True, True),
+    ]
+    assert hosts.failure_reason(exits, {}) == (
+        "host algo-1: exited with code 3 without a reason; stopped by the runner: algo-2"
+    )
+    pid = int(child_pid.read_text())
+    time.sleep(0.5)
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"  # the host's child is gone too
