@@ -65,11 +65,23 @@ class Moto:
             aws_secret_access_key="testing",
         )
 
+    def entries(self) -> list[dict[str, Any]]:
+        """Every recorded request. Moto's recorder writes an entry and its newline in two
+        calls, so concurrent requests (boto3's multipart upload of a model.tar.gz over 8 MB)
+        can put two entries on one line: read them as a stream of JSON values."""
+        text, decoder, found, at = self.recording.read_text(), json.JSONDecoder(), [], 0
+        while True:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at >= len(text):
+                return found
+            entry, at = decoder.raw_decode(text, at)
+            found.append(entry)
+
     def requests(self, target: str) -> list[dict[str, Any]]:
         """Bodies of every recorded request with X-Amz-Target `SageMaker.<target>`."""
         found = []
-        for line in self.recording.read_text().splitlines():
-            entry = json.loads(line)
+        for entry in self.entries():
             headers = {k.lower(): v for k, v in entry["headers"].items()}
             if headers.get("x-amz-target") == f"SageMaker.{target}":
                 body = entry["body"]
@@ -501,7 +513,7 @@ def test_invoke_sends_raw_image_bytes(moto: Moto, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["answer"] == answer
-    sent = [json.loads(line) for line in moto.recording.read_text().splitlines()]
+    sent = moto.entries()
     [call] = [e for e in sent if e["url"].endswith("/endpoints/lineage-test/invocations")]
     body = base64.b64decode(call["body"]) if call.get("body_encoded") else call["body"].encode()
     assert body == image.read_bytes()
