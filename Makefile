@@ -35,7 +35,7 @@ TORCH_ONLY := torch torchvision triton cuda-bindings cuda-pathfinder cuda-toolki
 
 .PHONY: help install lock lint test test-unit test-integration demo stack-up stack-down clean \
   bench-tools bench-serve sdk-venv \
-  wheels project-wheel base-image images images-plan push
+  wheels project-wheel base-image images images-plan push stack-image compose-up compose-down
 
 help:
 	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
@@ -167,6 +167,16 @@ images-plan: | $(VENV)/.installed
 
 images: wheels
 	$(IMAGE_VARS) $(BIN)/python -m local.images build
+
+# The local stack's services as compose services (local/compose.yaml) from the `stack` image.
+stack-image: wheels
+	$(IMAGE_VARS) $(BIN)/python -m local.images build --group stack
+
+compose-up: stack-image
+	LINEAGE_IMAGE_TAG="$(TAG)" $(BIN)/lineage stack up --runtime docker
+
+compose-down: | $(VENV)/.installed
+	LINEAGE_IMAGE_TAG="$(TAG)" $(BIN)/lineage stack down
 
 # ECR: login through boto3, create repositories if missing, tag and push. DRY_RUN=1 prints.
 push: | $(VENV)/.installed

@@ -67,3 +67,14 @@ target "inference" {
   target   = "inference"
   tags     = ["${PREFIX}model-lineage/inference:${TAG}"]
 }
+
+# The local harness's services (local/compose.yaml): built by `make stack-image`, never pushed.
+group "stack" {
+  targets = ["stack"]
+}
+
+target "stack" {
+  inherits = ["_common"]
+  target   = "stack"
+  tags     = ["${PREFIX}model-lineage/stack:${TAG}"]
+}

@@ -9,6 +9,7 @@ not know the difference. `Settings.describe()` is what ``lineage stack status --
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,11 @@ DEFAULT_SEAWEED_PORT_BASE = (
 SEAWEED_INTERNAL_PORTS = 7
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+STACK_RUNTIMES = ("process", "docker")
+# How this home's stack runs (written by `lineage stack up --runtime docker`): its runtime,
+# the address it was published on, its ports and its compose project. Later commands read
+# their defaults from it, so they find the stack without the user exporting anything.
+STACK_FILE = "stack.json"
 # What an AWS user's shell holds besides a key pair; meaningless (or fatal) with other keys.
 AMBIENT_AWS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE")
 MLFLOW_ADMIN = "admin"  # the MLflow basic-auth user of the embedded stack
@@ -58,6 +64,12 @@ ENV_VARS: dict[str, str] = {
     "LINEAGE_CONSENT_KEY": (
         "HMAC key of the consent log (default: a random key file, 0600, in LINEAGE_HOME)"
     ),
+    "LINEAGE_STACK_RUNTIME": (
+        "how `lineage stack up` runs the services: process (default) or docker (compose)"
+    ),
+    "LINEAGE_COMPOSE_PROJECT": "compose project of the docker stack (default: from LINEAGE_HOME)",
+    "LINEAGE_STACK_IMAGE": "image of the docker stack's services (default model-lineage/stack:TAG)",
+    "LINEAGE_S3_IMAGE": "a MinIO image as the docker stack's S3 store (instead of SeaweedFS)",
     "LINEAGE_IMAGE_REGISTRY": "registry of the job images (<acct>.dkr.ecr.<region>.amazonaws.com)",
     "LINEAGE_IMAGE_TAG": "tag of the job images (default latest)",
 }
@@ -89,6 +101,30 @@ def env_float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def read_stack_file(home: Path) -> dict[str, Any]:
+    """What `lineage stack up --runtime docker` recorded for `home` ({} when nothing)."""
+    try:
+        data = json.loads((home / STACK_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{home / STACK_FILE} is unreadable ({exc.__class__.__name__})",
+            "run `lineage stack up --runtime docker` again to rewrite it",
+        ) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _stack_runtime(env: Mapping[str, str], recorded: Mapping[str, Any]) -> str:
+    runtime = env.get("LINEAGE_STACK_RUNTIME") or str(recorded.get("runtime") or "process")
+    if runtime not in STACK_RUNTIMES:
+        raise ConfigError(
+            f"LINEAGE_STACK_RUNTIME={runtime!r} is not a stack runtime",
+            f"set it to one of {', '.join(STACK_RUNTIMES)}",
+        )
+    return runtime
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Build it with `Settings.from_env()`."""
@@ -114,11 +150,16 @@ class Settings:
     consent_db_override: str | None = field(default=None, repr=False)
     index_db_override: str | None = field(default=None, repr=False)
     consent_key: str | None = field(default=None, repr=False)
+    stack_runtime: str = "process"
+    compose_project: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         home = Path(env.get("LINEAGE_HOME") or ".lineage").expanduser().absolute()
+        recorded = read_stack_file(home)
+        if recorded:  # the docker stack's address and ports, unless the environment says
+            env = {**{k: str(v) for k, v in recorded.get("env", {}).items()}, **env}
         s3_override = env.get("LINEAGE_S3_ENDPOINT") or None
         # Embedded store: its own key pair (lineage.credentials), whatever AWS_* holds.
         # External store: the standard AWS chain.
@@ -145,6 +186,8 @@ class Settings:
             consent_db_override=env.get("LINEAGE_CONSENT_DB") or None,
             index_db_override=env.get("LINEAGE_INDEX_DB") or None,
             consent_key=env.get("LINEAGE_CONSENT_KEY") or None,
+            stack_runtime=_stack_runtime(env, recorded),
+            compose_project=env.get("LINEAGE_COMPOSE_PROJECT") or None,
         )
 
     # -- credentials ---------------------------------------------------------------------------
@@ -172,8 +215,9 @@ class Settings:
 
     @property
     def mlflow_auth(self) -> bool:
-        """The embedded MLflow asks for basic auth (when it is exposed)."""
-        return self.embedded_mlflow and self.exposed
+        """The embedded MLflow asks for basic auth: when it is exposed, and always in the
+        docker stack (other containers can reach it whatever address it is published on)."""
+        return self.embedded_mlflow and (self.exposed or self.stack_runtime == "docker")
 
     # -- where things are --------------------------------------------------------------------
     @property
@@ -261,6 +305,7 @@ class Settings:
         return {
             "home": str(self.home),
             "host": self.host,
+            "stack_runtime": self.stack_runtime,
             "git_url": self.git_url,
             "s3_endpoint": redact_url(self.s3_endpoint),
             "mlflow_uri": redact_url(self.mlflow_uri),

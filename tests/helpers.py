@@ -446,3 +446,44 @@ def assert_valid_run_event(event: dict[str, Any]) -> None:
         event
     )
     assert event["schemaURL"].startswith("https://openlineage.io/spec/2-0-2/OpenLineage.json")
+
+
+# -- the SageMaker Python SDK's local mode, run from its own virtualenv ---------------------------
+SDK_PYTHON = Path(__file__).resolve().parent.parent / ".venv-sdk" / "bin" / "python"
+SDK_SCRIPTS = Path(__file__).resolve().parent / "container"
+# the SDK injects these into every container itself; compose refuses a duplicate
+SDK_INJECTED = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION"}
+
+
+def make_sdk_venv() -> None:
+    """`make sdk-venv` (the SDK's pins may clash with the project's lock)."""
+    root = Path(__file__).resolve().parent.parent
+    built = subprocess.run(["make", "sdk-venv"], cwd=root, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+
+
+def run_sdk_script(script: str, *args: str, env: dict[str, str] | None = None) -> None:
+    """Run tests/container/`script` with the SDK's interpreter; fail with its output."""
+    done = subprocess.run(
+        [str(SDK_PYTHON), str(SDK_SCRIPTS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        env=env,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+
+
+def sdk_host_answer(image: str, model_dir: Path, png: Path) -> dict[str, Any]:
+    """Host `model_dir` with `image` through the SDK's local mode, invoke it with `png`;
+    return the answer (status, decoded body, headers)."""
+    import shutil
+    import tempfile
+
+    hosting = Path(tempfile.mkdtemp(prefix="lineage-sdk-", dir="/tmp"))
+    try:
+        run_sdk_script("sdk_host.py", image, str(model_dir), str(png), str(hosting))
+        answer: dict[str, Any] = json.loads((hosting / "answer.json").read_text())
+    finally:
+        shutil.rmtree(hosting, ignore_errors=True)
+    return answer

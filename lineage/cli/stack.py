@@ -9,36 +9,68 @@ import typer
 from rich.table import Table
 
 from lineage.cli.output import console, emit_json, progress
-from lineage.config import AMBIENT_AWS, Settings
+from lineage.config import AMBIENT_AWS, STACK_FILE, Settings
+from lineage.errors import StackError
 from lineage.gitops import git_auth_env
-from local.stack import LocalStack, StackStatus
+from local.stack import ComposeStack, Stack, StackStatus, stack_for
 
 app = typer.Typer(help="Start, inspect and stop the embedded local stack.", no_args_is_help=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
-def _stack() -> LocalStack:
-    return LocalStack(Settings.from_env())
+RuntimeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--runtime",
+        help="process: the services as local processes (default); docker: as compose services "
+        "from the stack image (local/compose.yaml), published where job containers reach them. "
+        "Later commands use the runtime this home was last started in.",
+    ),
+]
+
+
+def _stack(runtime: str | None = None) -> Stack:
+    settings = Settings.from_env()
+    if runtime == "process" and settings.stack_runtime == "docker":
+        _leave_docker(settings)
+        settings = Settings.from_env()
+    return stack_for(settings, runtime)
+
+
+def _leave_docker(settings: Settings) -> None:
+    """Switch a home from the docker stack back to processes (the volumes keep their data)."""
+    compose = ComposeStack(settings)
+    if compose.running_services():
+        raise StackError(
+            f"the docker stack of {settings.home} is running (project {compose.project})",
+            "stop it first: `lineage stack down`",
+        )
+    (settings.home / STACK_FILE).unlink(missing_ok=True)
+    progress(
+        f"switching {settings.home} to the process stack: the docker stack's data stays in "
+        f"the volumes {compose.project}_git, _s3 and _mlflow"
+    )
 
 
 def _print_status(status: StackStatus) -> None:
     table = Table(title=f"lineage stack ({status.home})", title_justify="left")
-    for column in ("service", "url", "pid", "healthy"):
+    for column in ("service", "url", "pid / container", "healthy"):
         table.add_column(column)
     for name, svc in status.services.items():
         healthy = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "not checked"}[
             svc.healthy
         ]
         pid = str(svc.pid) if svc.pid else ("external" if not svc.embedded else "-")
+        pid = svc.container or pid
         table.add_row(name, svc.url, pid, healthy)
     console.print(table)
 
 
 @app.command()
-def up(json_output: JsonFlag = False) -> None:
+def up(runtime: RuntimeOption = None, json_output: JsonFlag = False) -> None:
     """Start the git server, S3 store and MLflow server (idempotent); print their URLs."""
-    status = _stack().up(report=progress)
+    status = _stack(runtime).up(report=progress)
     if json_output:
         emit_json(status.to_json())
     else:
@@ -60,7 +92,8 @@ def status(json_output: JsonFlag = False) -> None:
 
 @app.command()
 def down() -> None:
-    """Stop the services cleanly. Data (repos, objects, runs) stays under LINEAGE_HOME."""
+    """Stop the services cleanly. Data (repos, objects, runs) stays: under LINEAGE_HOME for
+    the process stack, in the compose project's volumes for the docker stack."""
     stopped = _stack().down(report=progress)
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 

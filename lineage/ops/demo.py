@@ -117,14 +117,14 @@ def run_demo(
     *,
     stream: bool = False,
 ) -> DemoResult:
-    from local.stack import LocalStack
+    from local.stack import stack_for
 
     v1_fraction, v2_fraction = options.chosen_fractions
     timeline = Timeline(reporter)
     result = DemoResult(fractions=(v1_fraction, v2_fraction), steps=timeline.steps)
     timed = timeline.run
 
-    timed("stack up", lambda: LocalStack(settings).up(), lambda s: "git, s3, mlflow healthy")
+    timed("stack up", lambda: stack_for(settings).up(), lambda s: "git, s3, mlflow healthy")
 
     def make_version(label: str, fraction: float) -> dict[str, Any]:
         return pipeline(

@@ -84,13 +84,13 @@ def run_record_demo(
     *,
     stream: bool = False,
 ) -> RecordDemoResult:
-    from local.stack import LocalStack
+    from local.stack import stack_for
     from processing.sources import synthetic_cxr
 
     timeline = Timeline(reporter)
     result = RecordDemoResult(steps=timeline.steps)
     run = timeline.run
-    run("stack up", lambda: LocalStack(settings).up(), lambda _: "git, s3, mlflow healthy")
+    run("stack up", lambda: stack_for(settings).up(), lambda _: "git, s3, mlflow healthy")
 
     registry = settings.home / "demo" / "registry.csv"
     registry.parent.mkdir(parents=True, exist_ok=True)

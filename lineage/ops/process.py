@@ -15,7 +15,7 @@ from lineage.openlineage.emit import KEEP_DIR, forwarded_env
 from lineage.tracking import DEFAULT_EXPERIMENT
 from local.runner import run_processing
 from local.runner.launch import job_result
-from local.stack import LocalStack
+from local.stack import stack_for
 
 DEFAULT_REPO = "datasets"
 PATTERNS = ("dataset", "record")
@@ -97,7 +97,7 @@ def process(settings: Settings, options: ProcessOptions, *, stream: bool = True)
     """Run the processing job; return its result (tag, commit, md5, counts, ...)."""
     if options.pattern not in PATTERNS:
         raise ConfigError(f"unknown pattern {options.pattern!r}", "use dataset or record")
-    stack = LocalStack(settings)
+    stack = stack_for(settings)
     repo_url, _ = stack.create_repo(options.repo)
     with tempfile.TemporaryDirectory(prefix="lineage-consent-") as tmp:
         consent_dir = None

@@ -191,8 +191,11 @@ def _blocks(parsed: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def plan(root: Path, env: Mapping[str, str] | None = None) -> list[BuildTarget]:
-    """The targets of the default group, resolved as bake resolves them."""
+def plan(
+    root: Path, env: Mapping[str, str] | None = None, group_name: str = "default"
+) -> list[BuildTarget]:
+    """The targets of a group (the job images: "default"; the local stack's: "stack"),
+    resolved as bake resolves them."""
     import hcl2
 
     path = root / BAKE_FILE
@@ -206,9 +209,9 @@ def plan(root: Path, env: Mapping[str, str] | None = None) -> list[BuildTarget]:
     }
     scope = _Scope(variables, os.environ if env is None else env)
     targets = _blocks(parsed, "target")
-    group = _blocks(parsed, "group").get("default")
+    group = _blocks(parsed, "group").get(group_name)
     if group is None:
-        raise ConfigError(f'{BAKE_FILE} has no group "default"')
+        raise ConfigError(f'{BAKE_FILE} has no group "{group_name}"')
 
     def resolved(name: str) -> dict[str, Any]:
         body = targets.get(name)

@@ -181,7 +181,10 @@ def s3_identities(settings: Settings) -> str:
     )
 
 
-def mlflow_spec(settings: Settings) -> ServiceSpec:
+def mlflow_spec(settings: Settings, allowed_hosts: list[str] | None = None) -> ServiceSpec:
+    """MLflow on the stack's SQLite store and S3 bucket; with basic auth when exposed.
+    `allowed_hosts`: the names clients reach it by (default: the bound address and loopback;
+    a container binds 0.0.0.0 but is reached by its published address)."""
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     if not mlflow_bin.is_file():
         raise StackError("`mlflow` is not installed in this environment", "run `make install`")
@@ -212,13 +215,14 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
         env["MLFLOW_AUTH_ADMIN_PASSWORD"] = settings.credentials.mlflow_password
         env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = settings.credentials.mlflow_flask_secret
+        names = allowed_hosts or [settings.host, "localhost", "127.0.0.1"]
         auth = [
             "--app-name",
             "basic-auth",
             # MLflow's DNS-rebinding guard admits loopback and private addresses only; the
             # address we were told to bind is the one clients will name
             "--allowed-hosts",
-            f"{settings.host}:*,{settings.host},localhost:*,localhost,127.0.0.1:*,127.0.0.1",
+            ",".join(f"{name}:*,{name}" for name in dict.fromkeys(names)),
         ]
     return ServiceSpec(
         name="mlflow",

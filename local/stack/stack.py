@@ -42,7 +42,7 @@ POLL_INTERVAL_S = 0.25
 Reporter = Callable[[str], None]
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     return None
 
 
@@ -54,6 +54,7 @@ class ServiceStatus:
     healthy: bool | None  # None: an external service we do not health-check
     embedded: bool
     log: str | None
+    container: str | None = None  # the docker stack's container
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +63,7 @@ class ServiceStatus:
             "healthy": self.healthy,
             "embedded": self.embedded,
             "log": self.log,
+            "container": self.container,
         }
 
 
@@ -115,7 +117,7 @@ class LocalStack:
         return builders[name](self.settings)
 
     # -- up ------------------------------------------------------------------------------------
-    def up(self, report: Reporter = _quiet) -> StackStatus:
+    def up(self, report: Reporter = quiet) -> StackStatus:
         """Start every embedded service that is not running; return when all are healthy."""
         self._prepare_home()
         if self.settings.exposed:
@@ -150,32 +152,7 @@ class LocalStack:
         return self.status()
 
     def _prepare_home(self) -> None:
-        if self.home.exists() and not self.home.is_dir():
-            raise StackError(
-                f"LINEAGE_HOME {self.home} exists but is not a directory",
-                "point LINEAGE_HOME at a directory, or move that file away",
-            )
-        for sub in ("git", "s3", "mlflow", "run", "logs"):
-            path = self.home / sub
-            if path.exists() and not path.is_dir():
-                raise StackError(
-                    f"state directory is corrupt: {path} should be a directory but is a file",
-                    f"move {path} away (its data cannot be used), then run `lineage stack up`",
-                )
-            try:
-                path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            except OSError as exc:
-                raise StackError(
-                    f"cannot create {path}: {exc.strerror}",
-                    "set LINEAGE_HOME to a writable directory",
-                ) from None
-        if not os.access(self.home, os.W_OK):
-            raise StackError(
-                f"LINEAGE_HOME {self.home} is not writable",
-                "set LINEAGE_HOME to a writable directory",
-            )
-        # patient images, the consent registry and the stack's credentials live here
-        self.home.chmod(0o700)
+        prepare_home(self.home)
 
     def _reap_orphans(self, name: str, report: Reporter) -> None:
         """A service whose leader was killed (SIGKILL, OOM) can leave workers that still hold
@@ -236,28 +213,7 @@ class LocalStack:
             time.sleep(POLL_INTERVAL_S)
 
     def _ensure_buckets(self, report: Reporter) -> None:
-        """Create the buckets, then wait until the store really serves them: after a crash
-        SeaweedFS answers /healthz before its volumes are loaded, and reads of existing
-        objects fail (InternalError) until they are, so an existing object is read back and
-        a probe is written and deleted before the store counts as up."""
-        client = s3_client(self.settings)
-        deadline = time.monotonic() + self.settings.startup_timeout
-        for bucket in (self.settings.dvc_bucket, self.settings.mlflow_bucket):
-            while True:
-                try:
-                    if ensure_bucket(client, bucket):
-                        report(f"s3: created bucket {bucket}")
-                    if self.settings.embedded_s3:
-                        probe_bucket(client, bucket)
-                    break
-                except (BotoCoreError, ClientError, StackError) as exc:
-                    if time.monotonic() > deadline:
-                        raise StackError(
-                            f"the S3 store at {self.settings.s3_endpoint} does not serve bucket "
-                            f"{bucket}: {exc}",
-                            f"check the store (`lineage stack status`) and {self.log_file('s3')}",
-                        ) from None
-                    time.sleep(POLL_INTERVAL_S)
+        ensure_buckets(self.settings, report, str(self.log_file("s3")))
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> StackStatus:
@@ -271,7 +227,7 @@ class LocalStack:
                     "s3": self.settings.s3_endpoint,
                     "mlflow": self.settings.mlflow_uri,
                 }[name]
-                healthy = pid is not None and _health_of(name, url)
+                healthy = pid is not None and health_of(name, url)
                 services[name] = ServiceStatus(
                     name, url, pid, healthy, True, str(self.log_file(name))
                 )
@@ -295,7 +251,7 @@ class LocalStack:
         return ServiceStatus(name, redact_url(url), None, healthy, False, None)
 
     # -- down ----------------------------------------------------------------------------------
-    def down(self, report: Reporter = _quiet) -> list[str]:
+    def down(self, report: Reporter = quiet) -> list[str]:
         """Stop every running embedded service (SIGTERM, SIGKILL after a grace period).
 
         All are signalled at once and waited for in parallel: SeaweedFS alone needs ~17 s.
@@ -323,30 +279,7 @@ class LocalStack:
     # -- repos ---------------------------------------------------------------------------------
     def create_repo(self, name: str) -> tuple[str, bool]:
         """Create (or find) bare repo `name` on the running git server; return its clone URL."""
-        name = name.removesuffix(".git")
-        if not valid_repo_name(name):
-            raise StackError(
-                f"invalid repository name {name!r}",
-                "use letters, digits, '.', '_' and '-', starting with a letter or digit",
-            )
-        try:
-            response = httpx.post(
-                f"{self.settings.git_url}/api/repos/{name}",
-                auth=("lineage", self.settings.credentials.git_token),
-                timeout=30,
-            )
-        except httpx.HTTPError:
-            raise StackError(
-                f"the git server at {self.settings.git_url} is not reachable",
-                "start the stack with `lineage stack up`",
-            ) from None
-        if not response.is_success:
-            raise StackError(
-                f"the git server refused to create {name}: HTTP {response.status_code} "
-                f"{response.text[:200]}",
-                f"check {self.log_file('git')}",
-            )
-        return self.settings.repo_url(name), bool(response.json()["created"])
+        return create_repo(self.settings, name, str(self.log_file("git")))
 
 
 HEALTH_TIMEOUT = 3.0
@@ -383,7 +316,8 @@ def exposure_warning(settings: Settings) -> str:
         else "no MLflow (external)"
     )
     return (
-        f"WARNING: LINEAGE_HOST={settings.host} is not loopback: other machines can reach "
+        f"WARNING: LINEAGE_HOST={settings.host} is not loopback: other machines and "
+        "containers that can route to it reach "
         f"the S3 store http://{settings.host}:{settings.s3_port} (the DVC remote: patient "
         f"images; signed requests only), the git server http://{settings.host}:"
         f"{settings.git_port} (token needed for every request) and {mlflow}. SeaweedFS's "
@@ -392,6 +326,93 @@ def exposure_warning(settings: Settings) -> str:
     )
 
 
-def _health_of(name: str, url: str) -> bool:
+def health_of(name: str, url: str) -> bool:
     path = {"git": "/health", "s3": "/healthz", "mlflow": "/health"}[name]
     return http_ok(url + path)
+
+
+STATE_DIRS = ("git", "s3", "mlflow", "run", "logs")
+
+
+def prepare_home(home: Path, subdirs: tuple[str, ...] = STATE_DIRS) -> None:
+    """Create LINEAGE_HOME's state directories, 0700; refuse a home that is a file or
+    cannot be written."""
+    if home.exists() and not home.is_dir():
+        raise StackError(
+            f"LINEAGE_HOME {home} exists but is not a directory",
+            "point LINEAGE_HOME at a directory, or move that file away",
+        )
+    for sub in subdirs:
+        path = home / sub
+        if path.exists() and not path.is_dir():
+            raise StackError(
+                f"state directory is corrupt: {path} should be a directory but is a file",
+                f"move {path} away (its data cannot be used), then run `lineage stack up`",
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StackError(
+                f"cannot create {path}: {exc.strerror}",
+                "set LINEAGE_HOME to a writable directory",
+            ) from None
+    if not os.access(home, os.W_OK):
+        raise StackError(
+            f"LINEAGE_HOME {home} is not writable",
+            "set LINEAGE_HOME to a writable directory",
+        )
+    # patient images, the consent registry and the stack's credentials live here
+    home.chmod(0o700)
+
+
+def ensure_buckets(settings: Settings, report: Reporter, s3_log: str) -> None:
+    """Create the buckets, then wait until the store really serves them: after a crash
+    SeaweedFS answers /healthz before its volumes are loaded, and reads of existing
+    objects fail (InternalError) until they are, so an existing object is read back and
+    a probe is written and deleted before the store counts as up."""
+    client = s3_client(settings)
+    deadline = time.monotonic() + settings.startup_timeout
+    for bucket in (settings.dvc_bucket, settings.mlflow_bucket):
+        while True:
+            try:
+                if ensure_bucket(client, bucket):
+                    report(f"s3: created bucket {bucket}")
+                if settings.embedded_s3:
+                    probe_bucket(client, bucket)
+                break
+            except (BotoCoreError, ClientError, StackError) as exc:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"the S3 store at {settings.s3_endpoint} does not serve bucket "
+                        f"{bucket}: {exc}",
+                        f"check the store (`lineage stack status`) and {s3_log}",
+                    ) from None
+                time.sleep(POLL_INTERVAL_S)
+
+
+def create_repo(settings: Settings, name: str, git_log: str) -> tuple[str, bool]:
+    """Create (or find) bare repo `name` on the running git server; return its clone URL."""
+    name = name.removesuffix(".git")
+    if not valid_repo_name(name):
+        raise StackError(
+            f"invalid repository name {name!r}",
+            "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        )
+    try:
+        response = httpx.post(
+            f"{settings.git_url}/api/repos/{name}",
+            auth=("lineage", settings.credentials.git_token),
+            timeout=30,
+        )
+    except httpx.HTTPError:
+        raise StackError(
+            f"the git server at {settings.git_url} is not reachable",
+            "start the stack with `lineage stack up`",
+        ) from None
+    if not response.is_success:
+        raise StackError(
+            f"the git server refused to create {name}: HTTP {response.status_code} "
+            f"{response.text[:200]}",
+            f"check {git_log}",
+        )
+    return settings.repo_url(name), bool(response.json()["created"])

@@ -52,11 +52,30 @@ def _image_exists(reference: str) -> bool:
     )
 
 
-@pytest.fixture(scope="session")
-def images() -> Iterator[dict[str, str]]:
-    base = os.environ.get("LINEAGE_TEST_BASE_IMAGE") or (
+def _base_image() -> str:
+    return os.environ.get("LINEAGE_TEST_BASE_IMAGE") or (
         LOCAL_BASE if _image_exists(LOCAL_BASE) else "python:3.11-slim-bookworm"
     )
+
+
+@pytest.fixture(scope="session")
+def stack_image() -> str:
+    """The local stack's services image (local/compose.yaml), built once per session."""
+    built = subprocess.run(
+        ["make", "stack-image", f"BASE_IMAGE={_base_image()}", "TAG=test"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
+    assert built.returncode == 0, (built.stdout + built.stderr)[-4000:]
+    return "model-lineage/stack:test"
+
+
+@pytest.fixture(scope="session")
+def images() -> Iterator[dict[str, str]]:
+    base = _base_image()
     built = subprocess.run(
         ["make", "images", f"BASE_IMAGE={base}", "TAG=test"],
         cwd=REPO_ROOT,

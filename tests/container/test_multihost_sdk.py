@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import uuid
@@ -22,31 +21,17 @@ from lineage.config import Settings
 from lineage.credentials import write_private
 from lineage.ops.train import TrainOptions, build_spec
 from local.stack import LocalStack
-from tests.conftest import REPO_ROOT, RunningStack, run_cli, stack_env
-from tests.helpers import digit_images
+from local.stack.compose import bridge_gateway
+from tests.conftest import RunningStack, run_cli, stack_env
+from tests.helpers import (
+    SDK_INJECTED,
+    digit_images,
+    make_sdk_venv,
+    run_sdk_script,
+    sdk_host_answer,
+)
 
 pytestmark = [pytest.mark.container, pytest.mark.integration]
-
-SDK_PYTHON = REPO_ROOT / ".venv-sdk" / "bin" / "python"
-# the SDK injects these into every container itself; compose refuses a duplicate
-SDK_INJECTED = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION"}
-
-
-def _bridge_address() -> str:
-    out = subprocess.run(
-        [
-            "docker",
-            "network",
-            "inspect",
-            "bridge",
-            "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +39,7 @@ def bridge_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSt
     """A private stack on the docker bridge address (so: token-gated git, MLflow auth)."""
     env = {
         **stack_env(tmp_path_factory.mktemp("bridge") / "home"),
-        "LINEAGE_HOST": _bridge_address(),
+        "LINEAGE_HOST": bridge_gateway(),
     }
     settings = Settings.from_env(env)
     stack = LocalStack(settings)
@@ -65,22 +50,10 @@ def bridge_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSt
         stack.down()
 
 
-def _sdk(script: str, *args: str, env: dict[str, str] | None = None) -> None:
-    done = subprocess.run(
-        [str(SDK_PYTHON), str(Path(__file__).parent / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        env=env,
-    )
-    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-
-
 def test_the_sdk_trains_on_two_instances_one_run_one_version_and_the_model_serves(
     bridge_stack: RunningStack, images: dict[str, str], tmp_path: Path
 ) -> None:
-    built = subprocess.run(["make", "sdk-venv"], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr[-2000:]
+    make_sdk_venv()
     settings, repo = bridge_stack.settings, f"sdk-{uuid.uuid4().hex[:6]}"
     published = run_cli(
         "process", "--version", "s1", "--fraction", "0.15", "--repo", repo, "--json",
@@ -114,7 +87,7 @@ def test_the_sdk_trains_on_two_instances_one_run_one_version_and_the_model_serve
             "AWS_ACCESS_KEY_ID": settings.credentials.s3_access_key,
             "AWS_SECRET_ACCESS_KEY": settings.credentials.s3_secret_key,
         }
-        _sdk("sdk_train.py", images["training"], str(job_file), str(work), env=keys)
+        run_sdk_script("sdk_train.py", images["training"], str(job_file), str(work), env=keys)
         described = json.loads((work / "job.json").read_text())
         assert described["TrainingJobStatus"] == "Completed"
 
@@ -141,12 +114,7 @@ def test_the_sdk_trains_on_two_instances_one_run_one_version_and_the_model_serve
         assert lineage["run_id"] == runs[0].info.run_id
 
         png = digit_images(tmp_path, 1)[0]
-        hosting = Path(tempfile.mkdtemp(prefix="lineage-sdk-", dir="/tmp"))
-        try:
-            _sdk("sdk_host.py", images["inference"], str(model_dir), str(png), str(hosting))
-            answer = json.loads((hosting / "answer.json").read_text())
-        finally:
-            shutil.rmtree(hosting, ignore_errors=True)
+        answer = sdk_host_answer(images["inference"], model_dir, png)
         assert answer["status"] == 200
         served = answer["body"]["lineage"]
         assert (served["model_name"], served["model_version"]) == (repo, "1")
