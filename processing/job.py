@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import NoReturn
 
-from lineage import __version__, contract, manifest, tracking
+from lineage import contract, manifest, tracking
 from lineage.consent.snapshot import Snapshot
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
@@ -32,6 +32,7 @@ from lineage.manifest import DATASET_METADATA, DVC_FILE
 from lineage.openlineage import events as ol
 from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 from lineage.redact import redact_url
+from lineage.version import __version__
 from processing.dataset import write_dataset
 from processing.progress import Progress
 from processing.publish import DatasetRepo

@@ -23,13 +23,14 @@ from typing import Any, NoReturn
 
 import torch
 
-from lineage import __version__, contract, datarepo, tracking
+from lineage import contract, datarepo, tracking
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
 from lineage.openlineage import events as ol
 from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 from lineage.record import CONSENT_FACTS, DATA_FACTS, MODEL_FACTS, LineageRecord
 from lineage.redact import redact_url
+from lineage.version import __version__
 from training import distributed
 from training import hyperparameters as hp
 from training.data import Split, class_names, load_split

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lineage import __version__
 from lineage.audit.queries import ModelAudit, audit_model, trained_at
 from lineage.config import Settings
 from lineage.credentials import write_private
 from lineage.query.trace import Trace, trace
+from lineage.version import __version__
 
 
 def build(settings: Settings, ref: str, *, scan: bool = False) -> dict[str, Any]:
