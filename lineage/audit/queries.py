@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from lineage.audit.source import AuditError, LineageSource, ModelData, ScanSource, describe_rows
 from lineage.config import Settings
 from lineage.consent.events import ConsentEvent, format_time, parse_time
 from lineage.consent.store import ConsentStore
+from lineage.index.source import AuditError, LineageSource, ModelData, ScanSource, describe_rows
 from lineage.manifest import ManifestRow
 from lineage.registry import mlflow_client
 

@@ -216,7 +216,7 @@ def rebuild(json_output: Json = False) -> None:
 @index_app.command(name="status")
 def index_status(json_output: Json = False) -> None:
     """What the index holds, and whether it is in step with MLflow."""
-    from lineage.audit.source import AuditError
+    from lineage.index.source import AuditError
     from lineage.index.store import LineageIndex
     from lineage.registry import mlflow_client
 
