@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lineage.config import Settings
 from lineage.consent.events import ConsentEvent, format_time, parse_time
@@ -30,6 +30,18 @@ from lineage.registry import mlflow_client
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+
+class EndpointLister(Protocol):
+    """The running endpoints, each as ``{"url", "model_name", "model_version", "run_id"}``.
+
+    Endpoints are a runtime's business (the local one: ``lineage.ops.deploy.running_endpoints``),
+    so the audits do not find them themselves: the caller (the CLI, an operation) passes the
+    runtime's lister. An endpoint that runs but cannot say what it serves is the lister's
+    error to raise: an audit that skipped it could miss a deployed model.
+    """
+
+    def __call__(self, settings: Settings, /) -> list[dict[str, Any]]: ...
 
 
 def all_aliases(client: MlflowClient) -> dict[str, dict[str, list[str]]]:
@@ -83,6 +95,7 @@ class Context:
     client: MlflowClient
     source: LineageSource
     consent: ConsentStore
+    endpoint_lister: EndpointLister
     _aliases: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     _endpoints: list[dict[str, Any]] | None = None
     _events: list[ConsentEvent] | None = None
@@ -90,7 +103,7 @@ class Context:
     _erasure_log: Any = None
 
     @classmethod
-    def open(cls, settings: Settings, *, scan: bool = False) -> Context:
+    def open(cls, settings: Settings, *, endpoints: EndpointLister, scan: bool = False) -> Context:
         from lineage.index.store import LineageIndex
 
         client = mlflow_client(settings.mlflow_uri)
@@ -99,7 +112,7 @@ class Context:
             source: LineageSource = (
                 ScanSource(client) if scan else LineageIndex.from_settings(settings).source(client)
             )
-            context = cls(settings, client, source, ConsentStore.from_settings(settings))
+            context = cls(settings, client, source, ConsentStore.from_settings(settings), endpoints)
             context._aliases = aliases.result()
         return context
 
@@ -108,9 +121,7 @@ class Context:
 
     def endpoints(self, model: ModelData) -> list[str]:
         if self._endpoints is None:
-            from lineage.ops.deploy import running_endpoints
-
-            self._endpoints = running_endpoints(self.settings)
+            self._endpoints = self.endpoint_lister(self.settings)
         return [
             e["url"]
             for e in self._endpoints
@@ -220,8 +231,10 @@ class RecordAudit:
         }
 
 
-def audit_record(settings: Settings, patient_id: str, *, scan: bool = False) -> RecordAudit:
-    context = Context.open(settings, scan=scan)
+def audit_record(
+    settings: Settings, patient_id: str, *, endpoints: EndpointLister, scan: bool = False
+) -> RecordAudit:
+    context = Context.open(settings, endpoints=endpoints, scan=scan)
     hits, checked = context.hits(patient_id)
     return RecordAudit(
         patient_id,
@@ -248,8 +261,10 @@ class Impact:
         return {**self.__dict__, "models": [h.__dict__ for h in self.models]}
 
 
-def impact(settings: Settings, patient_id: str, *, scan: bool = False) -> Impact:
-    context = Context.open(settings, scan=scan)
+def impact(
+    settings: Settings, patient_id: str, *, endpoints: EndpointLister, scan: bool = False
+) -> Impact:
+    context = Context.open(settings, endpoints=endpoints, scan=scan)
     hits, checked = context.hits(patient_id)
     summary = _consent_summary(context, patient_id)
     return Impact(
@@ -327,10 +342,12 @@ class ModelAudit:
         }
 
 
-def audit_model(settings: Settings, ref: str, *, scan: bool = False) -> ModelAudit:
+def audit_model(
+    settings: Settings, ref: str, *, endpoints: EndpointLister, scan: bool = False
+) -> ModelAudit:
     from lineage.query.chain import locate
 
-    context = Context.open(settings, scan=scan)
+    context = Context.open(settings, endpoints=endpoints, scan=scan)
     version, _ = locate(context.client, model=ref)
     assert version is not None
     model = next((m for m in context.source.models() if m.ref == version.ref), None)
@@ -421,11 +438,12 @@ def audit_excluded(
     since: str | None = None,
     *,
     model: str | None = None,
+    endpoints: EndpointLister,
     scan: bool = False,
 ) -> Exclusion:
     """PASSED when no model trained after `since` holds the patient and no older model that
     holds the patient is still registered (or only `model`, when given)."""
-    context = Context.open(settings, scan=scan)
+    context = Context.open(settings, endpoints=endpoints, scan=scan)
     if since is None:
         withdrawals = [
             e.at for e in context.events() if e.patient_id == patient_id and e.action == "withdraw"

@@ -15,15 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lineage.audit.queries import ModelAudit, audit_model, trained_at
+from lineage.audit.queries import EndpointLister, ModelAudit, audit_model, trained_at
 from lineage.config import Settings
 from lineage.credentials import write_private
 from lineage.query.trace import Trace, trace
 from lineage.version import __version__
 
 
-def build(settings: Settings, ref: str, *, scan: bool = False) -> dict[str, Any]:
-    audit: ModelAudit = audit_model(settings, ref, scan=scan)
+def build(
+    settings: Settings, ref: str, *, endpoints: EndpointLister, scan: bool = False
+) -> dict[str, Any]:
+    audit: ModelAudit = audit_model(settings, ref, endpoints=endpoints, scan=scan)
     chain: Trace = trace(settings, model=audit.model.ref)
     model = audit.model
     findings = []
@@ -260,9 +262,9 @@ def _chain_picture(settings: Settings, chain: Trace, audit: ModelAudit) -> str:
 
 
 def write_report(
-    settings: Settings, ref: str, out: Path, *, scan: bool = False
+    settings: Settings, ref: str, out: Path, *, endpoints: EndpointLister, scan: bool = False
 ) -> tuple[Path, Path, str]:
-    report = build(settings, ref, scan=scan)
+    report = build(settings, ref, endpoints=endpoints, scan=scan)
     html_path = out if out.suffix.lower() in (".html", ".htm") else out.with_suffix(".html")
     json_path = html_path.with_suffix(".json")
     html_path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from lineage.audit.queries import (
 from lineage.cli.options import Json
 from lineage.cli.output import console, emit_json, err_console
 from lineage.config import Settings
+from lineage.ops.deploy import running_endpoints  # the local runtime's endpoints
 
 app = typer.Typer(help="Record-level audits of what trained which model.", no_args_is_help=True)
 index_app = typer.Typer(help="The lineage index (a cache of MLflow).", no_args_is_help=True)
@@ -75,7 +76,7 @@ def print_impact(result: Impact) -> None:
 
 def impact_command(patient_id: PatientId, scan: Scan = False, json_output: Json = False) -> None:
     """Every registered version, alias and running endpoint whose data includes the patient."""
-    result = impact(Settings.from_env(), patient_id, scan=scan)
+    result = impact(Settings.from_env(), patient_id, endpoints=running_endpoints, scan=scan)
     if json_output:
         emit_json(result.to_json())
     else:
@@ -96,7 +97,7 @@ def _print_record(result: RecordAudit) -> None:
 @app.command()
 def record(patient_id: PatientId, scan: Scan = False, json_output: Json = False) -> None:
     """Which models' data held the patient: splits, scans, consent snapshot."""
-    result = audit_record(Settings.from_env(), patient_id, scan=scan)
+    result = audit_record(Settings.from_env(), patient_id, endpoints=running_endpoints, scan=scan)
     if json_output:
         emit_json(result.to_json())
     else:
@@ -110,7 +111,7 @@ def model(
     json_output: Json = False,
 ) -> None:
     """Every patient and record of a model, and whether each had consent at training time."""
-    result = audit_model(Settings.from_env(), ref, scan=scan)
+    result = audit_model(Settings.from_env(), ref, endpoints=running_endpoints, scan=scan)
     if json_output:
         emit_json(result.to_json())
     else:
@@ -174,7 +175,14 @@ def excluded(
     json_output: Json = False,
 ) -> None:
     """PASSED if no model since DATE holds the patient and no older one is still registered."""
-    result = audit_excluded(Settings.from_env(), patient_id, since, model=model_ref, scan=scan)
+    result = audit_excluded(
+        Settings.from_env(),
+        patient_id,
+        since,
+        model=model_ref,
+        endpoints=running_endpoints,
+        scan=scan,
+    )
     if json_output:
         emit_json(result.to_json())
     else:
@@ -192,7 +200,9 @@ def report(
     """The evidence a regulator asks for, as one self-contained HTML page and JSON."""
     from lineage.audit.report import write_report
 
-    html_path, json_path, verdict = write_report(Settings.from_env(), model_ref, out, scan=scan)
+    html_path, json_path, verdict = write_report(
+        Settings.from_env(), model_ref, out, endpoints=running_endpoints, scan=scan
+    )
     console.print(f"wrote {html_path} and {json_path}: {verdict}")
 
 

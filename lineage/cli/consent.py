@@ -83,9 +83,10 @@ def _record(
     affected = None
     if action == "withdraw":
         from lineage.audit.queries import impact
+        from lineage.ops.deploy import running_endpoints
 
         try:
-            affected = impact(settings, patient_id)
+            affected = impact(settings, patient_id, endpoints=running_endpoints)
         except Exception as exc:  # the withdrawal is recorded; the impact can be asked again
             err_console.print(
                 f"[yellow]withdrawal recorded, but its impact could not be computed:[/yellow] "
