@@ -17,7 +17,7 @@ from typing import Any
 from lineage.audit.queries import Exclusion, Impact, audit_excluded, audit_model, impact
 from lineage.audit.report import write_report
 from lineage.config import Settings
-from lineage.consent import registry_csv
+from lineage.consent import cohort, registry_csv
 from lineage.consent.store import ConsentStore
 from lineage.erasure.erase import erase
 from lineage.errors import LineageError
@@ -85,7 +85,6 @@ def run_record_demo(
     stream: bool = False,
 ) -> RecordDemoResult:
     from local.stack import LocalStack
-    from processing.sources import synthetic_cxr
 
     timeline = Timeline(reporter)
     result = RecordDemoResult(steps=timeline.steps)
@@ -94,7 +93,7 @@ def run_record_demo(
 
     registry = settings.home / "demo" / "registry.csv"
     registry.parent.mkdir(parents=True, exist_ok=True)
-    registry.write_text(synthetic_cxr.registry_csv())
+    registry.write_text(cohort.registry_csv())
     store = ConsentStore.from_settings(settings)
     run(
         f"consent import {registry.name} ({SOURCE})",
