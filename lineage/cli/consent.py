@@ -87,7 +87,7 @@ def _record(
 
         try:
             affected = impact(settings, patient_id, endpoints=running_endpoints)
-        except Exception as exc:  # the withdrawal is recorded; the impact can be asked again
+        except Exception as exc:  # noqa: BLE001 - withdrawal recorded; impact can be re-asked
             err_console.print(
                 f"[yellow]withdrawal recorded, but its impact could not be computed:[/yellow] "
                 f"{exc}\nrun `lineage impact {patient_id}` when it is fixed"

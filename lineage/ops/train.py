@@ -148,7 +148,7 @@ def index_version(settings: Settings, result: dict[str, Any]) -> bool:
             str(result["model_version"]),
             result["run_id"],
         )
-    except Exception as exc:  # never fail a registered model for the index
+    except Exception as exc:  # noqa: BLE001 - never fail a registered model for the index
         log.warning("the lineage index was not updated (%s); run `lineage index rebuild`", exc)
         return False
     return True
