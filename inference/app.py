@@ -71,7 +71,7 @@ async def decoded(
     return await asyncio.to_thread(decode)
 
 
-def create_app(
+def create_app(  # long: the handlers are closures over one model and batcher
     model: LoadedModel,
     *,
     max_batch: int = 32,

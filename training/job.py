@@ -176,7 +176,9 @@ def _lineage_run(paths: contract.TrainingPaths, env: Any, cluster: Cluster) -> J
     )
 
 
-def _prepare(paths: contract.TrainingPaths, env: Any, cluster: Cluster) -> _Prepared:
+def _prepare(
+    paths: contract.TrainingPaths, env: Any, cluster: Cluster
+) -> _Prepared:  # long: a job stage; its checks run in order on every host
     """Fetch and verify the data at the tag (fail-closed, on every host), build the network
     and the lineage record."""
     params = hp.parse(dict(env.hyperparameters))
@@ -296,7 +298,7 @@ def _fit(
         raise group.blame(exc) from None
 
 
-def _train_and_register(
+def _train_and_register(  # long: a job stage: train, export, log and register in order
     paths: contract.TrainingPaths,
     stop: _StopFlag,
     prepared: _Prepared,

@@ -22,18 +22,14 @@ from lineage.query.trace import Trace, trace
 from lineage.version import __version__
 
 
-def build(
-    settings: Settings, ref: str, *, endpoints: EndpointLister, scan: bool = False
-) -> dict[str, Any]:
-    audit: ModelAudit = audit_model(settings, ref, endpoints=endpoints, scan=scan)
-    chain: Trace = trace(settings, model=audit.model.ref)
-    model = audit.model
+def _findings(chain: Trace, audit: ModelAudit) -> list[str]:
+    """What stops the verdict from being "every check passed", in plain words."""
     findings = []
     if not chain.ok:
         findings.append(
             "the lineage chain has disagreements: " + ", ".join(c.name for c in chain.failed)
         )
-    if model.pattern == "record" and not audit.snapshot_ok:
+    if audit.model.pattern == "record" and not audit.snapshot_ok:
         findings.append(
             "the consent registry no longer reproduces the snapshot this model's "
             "data was filtered with"
@@ -45,6 +41,16 @@ def build(
             f"{len(audit.withdrawn_since)} patients in this model's data withdrew "
             "consent after training: retrain without them and retire this version"
         )
+    return findings
+
+
+def build(
+    settings: Settings, ref: str, *, endpoints: EndpointLister, scan: bool = False
+) -> dict[str, Any]:
+    audit: ModelAudit = audit_model(settings, ref, endpoints=endpoints, scan=scan)
+    chain: Trace = trace(settings, model=audit.model.ref)
+    model = audit.model
+    findings = _findings(chain, audit)
     verified = chain.ok and audit.ok
     return {
         "chain_svg": _chain_picture(settings, chain, audit),
@@ -145,7 +151,9 @@ def _table(headers: list[str], rows: list[list[object]], mono: set[int] | None =
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def render_html(report: dict[str, Any]) -> str:
+def render_html(
+    report: dict[str, Any],
+) -> str:  # long: one HTML page, written top to bottom as it reads
     verdict = report["verdict"]
     css_class = (
         "bad"

@@ -68,7 +68,7 @@ def _config(
 
 
 @app.command()
-def pipeline(
+def pipeline(  # long: a typer command: most lines declare its options
     version: Version,
     fraction: Fraction,
     role: Role = None,

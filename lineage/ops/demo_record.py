@@ -77,7 +77,7 @@ def _ref(version: dict[str, Any]) -> str:
     return f"{training['model_name']}/{training['model_version']}"
 
 
-def run_record_demo(
+def run_record_demo(  # long: the scenario as one story; acts can split later
     settings: Settings,
     options: RecordDemoOptions,
     reporter: Reporter | None = None,
