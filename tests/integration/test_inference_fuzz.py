@@ -99,7 +99,7 @@ def bodies(seed: int = 7) -> Iterator[tuple[str, dict[str, str], bytes]]:  # noq
             yield "nested", {"Content-Type": "application/json"}, b"[" * depth + b"]" * depth
         elif kind == 6:
             count = rng.choice([65, 1000, 10_000])
-            payload = {"instances": [_b64(_png(1, 1))] * count}
+            payload: dict[str, Any] = {"instances": [_b64(_png(1, 1))] * count}
             yield "huge batch", {"Content-Type": "application/json"}, json.dumps(payload).encode()
         elif kind == 7:
             payload = {"instances": [_b64(small)] * rng.randint(1, 64)}

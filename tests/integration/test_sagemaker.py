@@ -57,7 +57,8 @@ class Moto:
     bucket: str
 
     def client(self, service: str) -> Any:
-        return boto3.client(
+        make: Any = boto3.client  # the service is a run-time string: no stub overload matches
+        return make(
             service,
             endpoint_url=self.url,
             region_name=REGION,
@@ -69,7 +70,8 @@ class Moto:
         """Every recorded request. Moto's recorder writes an entry and its newline in two
         calls, so concurrent requests (boto3's multipart upload of a model.tar.gz over 8 MB)
         can put two entries on one line: read them as a stream of JSON values."""
-        text, decoder, found, at = self.recording.read_text(), json.JSONDecoder(), [], 0
+        found: list[Any] = []
+        text, decoder, at = self.recording.read_text(), json.JSONDecoder(), 0
         while True:
             while at < len(text) and text[at].isspace():
                 at += 1
