@@ -4,6 +4,11 @@
   under which consent snapshot?
 - `impact`: patient X withdrew: every registered version, alias and running endpoint whose
   data includes X.
+
+Endpoints are the local ones (always) and, when asked (`sagemaker=True`, the CLI's
+`--sagemaker`), the SageMaker endpoints whose lineage tags name the version. Looking at
+SageMaker needs AWS credentials and a region, so it is never done silently; every answer
+says whether it was asked (`SageMakerCheck`), so "none" never stands in for "not looked".
 - `audit_model`: every patient of a model, and whether each had consent at training time
   (the registry's history re-derived at the dataset's snapshot time, its hash re-checked).
 - `audit_excluded`: since a date, is X out of every model? PASSED or FAILED with the list.
@@ -16,8 +21,9 @@ step (deleting those objects from the DVC remote, and re-publishing) would execu
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +36,10 @@ from lineage.registry import mlflow_client
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+    from lineage.sagemaker.endpoints import EndpointListing, SageMakerEndpoint
+
+ASK_SAGEMAKER = "pass --sagemaker"
 
 
 def all_aliases(client: MlflowClient) -> dict[str, dict[str, list[str]]]:
@@ -51,6 +61,45 @@ def all_aliases(client: MlflowClient) -> dict[str, dict[str, list[str]]]:
 
 def trained_at(model: ModelData) -> str:
     return format_time(datetime.fromtimestamp(model.trained_ms / 1000, UTC))
+
+
+@dataclass(frozen=True)
+class SageMakerCheck:
+    """The SageMaker side of an answer: not asked (`listing` None), or the lineage-tagged
+    endpoints found in one region, kept to the versions the answer is about."""
+
+    listing: EndpointListing | None = None
+
+    @property
+    def asked(self) -> bool:
+        return self.listing is not None
+
+    def of(self, ref: str) -> list[SageMakerEndpoint]:
+        return [] if self.listing is None else self.listing.of(ref)
+
+    def only(self, refs: Iterable[str]) -> SageMakerCheck:
+        """The same check, kept to the endpoints serving `refs` (NAME/VERSION)."""
+        if self.listing is None:
+            return self
+        wanted = set(refs)
+        kept = tuple(e for e in self.listing.endpoints if e.model in wanted)
+        return SageMakerCheck(replace(self.listing, endpoints=kept))
+
+    def to_json(self) -> dict[str, Any]:
+        if self.listing is None:
+            return {"asked": False, "region": None, "endpoints": []}
+        return {
+            "asked": True,
+            "region": self.listing.region,
+            "endpoints": [e.to_json() for e in self.listing.endpoints],
+        }
+
+    def line(self, ask: str = ASK_SAGEMAKER) -> str:
+        """One line for people: "not asked (how to ask)", or each endpoint and its model."""
+        if self.listing is None:
+            return f"SageMaker endpoints: not asked ({ask})"
+        shown = ", ".join(f"{e.name} ({e.status}, {e.model})" for e in self.listing.endpoints)
+        return f"SageMaker endpoints in {self.listing.region}: {shown or 'none'}"
 
 
 @dataclass(frozen=True)
@@ -88,9 +137,11 @@ class Context:
     _events: list[ConsentEvent] | None = None
     _states: dict[str | None, dict[str, str]] = field(default_factory=dict)
     _erasure_log: Any = None
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     @classmethod
-    def open(cls, settings: Settings, *, scan: bool = False) -> Context:
+    def open(cls, settings: Settings, *, scan: bool = False, sagemaker: bool = False) -> Context:
+        """The audits' context; `sagemaker`: also look up SageMaker endpoints (AWS calls)."""
         from lineage.index.store import LineageIndex
 
         client = mlflow_client(settings.mlflow_uri)
@@ -101,6 +152,10 @@ class Context:
             )
             context = cls(settings, client, source, ConsentStore.from_settings(settings))
             context._aliases = aliases.result()
+        if sagemaker:
+            from lineage.sagemaker.endpoints import find_endpoints
+
+            context.sagemaker = SageMakerCheck(find_endpoints())
         return context
 
     def aliases(self, model: ModelData) -> list[str]:
@@ -111,11 +166,12 @@ class Context:
             from lineage.ops.deploy import running_endpoints
 
             self._endpoints = running_endpoints(self.settings)
-        return [
+        local = [
             e["url"]
             for e in self._endpoints
             if e["model_name"] == model.name and e["model_version"] == model.version
         ]
+        return local + [e.url for e in self.sagemaker.of(model.ref)]
 
     def events(self) -> list[ConsentEvent]:
         if self._events is None:
@@ -208,6 +264,7 @@ class RecordAudit:
     models_checked: int
     source: str
     erasures: list[dict[str, Any]] = field(default_factory=list)  # from the tombstones
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -217,11 +274,14 @@ class RecordAudit:
             "models_checked": self.models_checked,
             "source": self.source,
             "erasures": self.erasures,
+            "sagemaker": self.sagemaker.to_json(),
         }
 
 
-def audit_record(settings: Settings, patient_id: str, *, scan: bool = False) -> RecordAudit:
-    context = Context.open(settings, scan=scan)
+def audit_record(
+    settings: Settings, patient_id: str, *, scan: bool = False, sagemaker: bool = False
+) -> RecordAudit:
+    context = Context.open(settings, scan=scan, sagemaker=sagemaker)
     hits, checked = context.hits(patient_id)
     return RecordAudit(
         patient_id,
@@ -230,6 +290,7 @@ def audit_record(settings: Settings, patient_id: str, *, scan: bool = False) -> 
         len(checked),
         context.source.kind,
         context.erasures(patient_id),
+        context.sagemaker.only(h.model for h in hits),
     )
 
 
@@ -243,13 +304,20 @@ class Impact:
     datasets: list[str]  # dataset tags holding the patient (what an erasure would re-publish)
     models_checked: int
     source: str
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "models": [h.__dict__ for h in self.models]}
+        return {
+            **self.__dict__,
+            "models": [h.__dict__ for h in self.models],
+            "sagemaker": self.sagemaker.to_json(),
+        }
 
 
-def impact(settings: Settings, patient_id: str, *, scan: bool = False) -> Impact:
-    context = Context.open(settings, scan=scan)
+def impact(
+    settings: Settings, patient_id: str, *, scan: bool = False, sagemaker: bool = False
+) -> Impact:
+    context = Context.open(settings, scan=scan, sagemaker=sagemaker)
     hits, checked = context.hits(patient_id)
     summary = _consent_summary(context, patient_id)
     return Impact(
@@ -261,6 +329,7 @@ def impact(settings: Settings, patient_id: str, *, scan: bool = False) -> Impact
         datasets=sorted({h.tag for h in hits}),
         models_checked=len(checked),
         source=context.source.kind,
+        sagemaker=context.sagemaker.only(h.model for h in hits),
     )
 
 
@@ -286,6 +355,7 @@ class ModelAudit:
     patients: list[PatientLine]
     snapshot_recomputed: str | None  # sha256 of the registry's consenting set at the as-of time
     source: str
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     @property
     def snapshot_ok(self) -> bool:
@@ -324,13 +394,16 @@ class ModelAudit:
             ],
             "patients": [p.__dict__ for p in self.patients],
             "source": self.source,
+            "sagemaker": self.sagemaker.to_json(),
         }
 
 
-def audit_model(settings: Settings, ref: str, *, scan: bool = False) -> ModelAudit:
+def audit_model(
+    settings: Settings, ref: str, *, scan: bool = False, sagemaker: bool = False
+) -> ModelAudit:
     from lineage.query.chain import locate
 
-    context = Context.open(settings, scan=scan)
+    context = Context.open(settings, scan=scan, sagemaker=sagemaker)
     version, _ = locate(context.client, model=ref)
     assert version is not None
     model = next((m for m in context.source.models() if m.ref == version.ref), None)
@@ -383,6 +456,7 @@ def audit_model(settings: Settings, ref: str, *, scan: bool = False) -> ModelAud
         patients=patients,
         snapshot_recomputed=recomputed,
         source=context.source.kind,
+        sagemaker=context.sagemaker.only([model.ref]),
     )
 
 
@@ -396,6 +470,7 @@ class Exclusion:
     models_checked: int
     source: str
     erasures: list[dict[str, Any]] = field(default_factory=list)  # evidence of erasure
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     @property
     def passed(self) -> bool:
@@ -412,6 +487,7 @@ class Exclusion:
             "models_checked": self.models_checked,
             "source": self.source,
             "erasures": self.erasures,
+            "sagemaker": self.sagemaker.to_json(),
         }
 
 
@@ -422,10 +498,11 @@ def audit_excluded(
     *,
     model: str | None = None,
     scan: bool = False,
+    sagemaker: bool = False,
 ) -> Exclusion:
     """PASSED when no model trained after `since` holds the patient and no older model that
     holds the patient is still registered (or only `model`, when given)."""
-    context = Context.open(settings, scan=scan)
+    context = Context.open(settings, scan=scan, sagemaker=sagemaker)
     if since is None:
         withdrawals = [
             e.at for e in context.events() if e.patient_id == patient_id and e.action == "withdraw"
@@ -455,6 +532,7 @@ def audit_excluded(
         models_checked=len(checked),
         source=context.source.kind,
         erasures=context.erasures(patient_id),
+        sagemaker=context.sagemaker.only(held),
     )
 
 

@@ -22,8 +22,10 @@ from lineage.credentials import write_private
 from lineage.query.trace import Trace, trace
 
 
-def build(settings: Settings, ref: str, *, scan: bool = False) -> dict[str, Any]:
-    audit: ModelAudit = audit_model(settings, ref, scan=scan)
+def build(
+    settings: Settings, ref: str, *, scan: bool = False, sagemaker: bool = False
+) -> dict[str, Any]:
+    audit: ModelAudit = audit_model(settings, ref, scan=scan, sagemaker=sagemaker)
     chain: Trace = trace(settings, model=audit.model.ref)
     model = audit.model
     findings = []
@@ -60,6 +62,7 @@ def build(settings: Settings, ref: str, *, scan: bool = False) -> dict[str, Any]
             "ref": model.ref,
             "aliases": audit.aliases,
             "endpoints": audit.endpoints,
+            "sagemaker": audit.sagemaker.to_json(),
             "run_id": model.run_id,
             "trained_at": trained_at(model),
         },
@@ -143,6 +146,15 @@ def _table(headers: list[str], rows: list[list[object]], mono: set[int] | None =
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _sagemaker_cell(check: dict[str, Any]) -> str:
+    """Whether SageMaker was looked at, and what serves the model there: a report must not
+    let "none" stand for "not looked"."""
+    if not check["asked"]:
+        return "not asked (lineage audit report --sagemaker)"
+    found = ", ".join(f"{e['name']} ({e['status']})" for e in check["endpoints"])
+    return f"{found or 'none'} in {check['region']}"
+
+
 def render_html(report: dict[str, Any]) -> str:
     verdict = report["verdict"]
     css_class = (
@@ -163,6 +175,7 @@ def render_html(report: dict[str, Any]) -> str:
         ["Model version", model["ref"]],
         ["Aliases (production pointers)", ", ".join(model["aliases"]) or "none"],
         ["Running endpoints", ", ".join(model["endpoints"]) or "none"],
+        ["SageMaker endpoints", _sagemaker_cell(model["sagemaker"])],
         ["Training run", model["run_id"]],
         ["Trained at", model["trained_at"]],
         ["Dataset version (git tag)", data["tag"]],
@@ -260,9 +273,9 @@ def _chain_picture(settings: Settings, chain: Trace, audit: ModelAudit) -> str:
 
 
 def write_report(
-    settings: Settings, ref: str, out: Path, *, scan: bool = False
+    settings: Settings, ref: str, out: Path, *, scan: bool = False, sagemaker: bool = False
 ) -> tuple[Path, Path, str]:
-    report = build(settings, ref, scan=scan)
+    report = build(settings, ref, scan=scan, sagemaker=sagemaker)
     html_path = out if out.suffix.lower() in (".html", ".htm") else out.with_suffix(".html")
     json_path = html_path.with_suffix(".json")
     html_path.parent.mkdir(parents=True, exist_ok=True)

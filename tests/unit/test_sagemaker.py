@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,11 +26,17 @@ from botocore.exceptions import (
 )
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from typer.testing import CliRunner
 
+from lineage.audit.queries import Context, Impact, SageMakerCheck
+from lineage.audit.source import ModelData
+from lineage.config import Settings
 from lineage.errors import LineageError
 from lineage.sagemaker.endpoints import (
     Answer,
     DeployResult,
+    EndpointListing,
+    SageMakerEndpoint,
     lineage_endpoints,
 )
 from lineage.sagemaker.errors import AwsError, Kind
@@ -464,3 +471,81 @@ def test_deploy_and_invoke_results_keep_their_keys() -> None:
         "answer": {"label": "7"},
         "custom_attributes": None,
     }
+
+
+# -- the audits: SageMaker endpoints listed when asked, "not asked" otherwise -------------------
+def _endpoint(name: str, model: str) -> SageMakerEndpoint:
+    return SageMakerEndpoint(
+        name, f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{name}", "InService", model, REGION
+    )
+
+
+def _model(version: str) -> ModelData:
+    return ModelData(
+        "digits", version, "r" * 32, 0, "v1", "c" * 40, "d" * 32, "e" * 64, "record", None, None
+    )
+
+
+def test_audit_endpoints_join_local_and_sagemaker_ones(tmp_path: Path) -> None:
+    listing = EndpointListing(REGION, (_endpoint("prod", "digits/3"), _endpoint("old", "digits/2")))
+    local = {"url": "http://127.0.0.1:8080", "model_name": "digits", "model_version": "3"}
+    context = Context(
+        Settings(home=tmp_path), client=None, source=None, consent=None, _endpoints=[local]
+    )
+    assert context.endpoints(_model("3")) == ["http://127.0.0.1:8080"]  # not asked: local only
+    context.sagemaker = SageMakerCheck(listing)
+    assert context.endpoints(_model("3")) == [
+        "http://127.0.0.1:8080",
+        f"https://runtime.sagemaker.{REGION}.amazonaws.com/endpoints/prod",
+    ]
+    kept = context.sagemaker.only(["digits/3"])
+    assert kept.line() == "SageMaker endpoints in us-east-1: prod (InService, digits/3)"
+    assert kept.to_json()["asked"] is True
+    assert [e["name"] for e in kept.to_json()["endpoints"]] == ["prod"]
+    assert SageMakerCheck(EndpointListing(REGION, ())).line() == (
+        "SageMaker endpoints in us-east-1: none"
+    )
+
+
+def _impact(check: SageMakerCheck) -> Impact:
+    from lineage.audit.queries import ModelHit
+
+    hit = ModelHit(
+        "digits/3", [], [], "r", "2026-01-01T00:00:00Z", "v1", "c", None, None, None, ["train"], []
+    )
+    return Impact("PAT-1", "withdrawn", [hit], [], [], ["v1"], 1, "index", check)
+
+
+def test_impact_says_when_sagemaker_was_not_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    from lineage.cli.audit import print_impact
+
+    print_impact(_impact(SageMakerCheck()))
+    assert "SageMaker endpoints: not asked (pass --sagemaker)" in capsys.readouterr().out
+    assert _impact(SageMakerCheck()).to_json()["sagemaker"] == {
+        "asked": False,
+        "region": None,
+        "endpoints": [],
+    }
+
+
+def test_impact_command_asks_sagemaker_only_with_the_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lineage.cli.audit as audit_cli
+    from lineage.cli.app import app
+
+    asked: list[bool] = []
+
+    def fake_impact(_: Settings, patient_id: str, *, scan: bool, sagemaker: bool) -> Impact:
+        asked.append(sagemaker)
+        listing = EndpointListing(REGION, (_endpoint("prod", "digits/3"),))
+        return _impact(SageMakerCheck(listing) if sagemaker else SageMakerCheck())
+
+    monkeypatch.setattr(audit_cli, "impact", fake_impact)
+    runner = CliRunner()
+    plain = runner.invoke(app, ["impact", "PAT-1"])
+    switched = runner.invoke(app, ["impact", "PAT-1", "--sagemaker"])
+    assert plain.exit_code == 0 and switched.exit_code == 0, plain.output + switched.output
+    assert asked == [False, True]
+    assert "not asked (pass --sagemaker)" in plain.output
+    assert "SageMaker endpoints in us-east-1: prod (InService, digits/3)" in switched.output
