@@ -101,7 +101,7 @@ def _record(
     if affected is not None:
         from lineage.cli.audit import print_impact
 
-        print_impact(affected)
+        print_impact(affected, ask=f"`lineage impact {patient_id} --sagemaker` lists them")
 
 
 @app.command()

@@ -329,16 +329,28 @@ def invoke(endpoint: str, files: list[Path]) -> list[dict[str, Any]]:
                     f"no endpoint answers at {endpoint} ({exc.__class__.__name__})",
                     "start one with `lineage deploy`",
                 ) from None
-            body = response.json()
-            results.append(
-                {
-                    "file": str(path),
-                    "status": response.status_code,
-                    **(
-                        body
-                        if response.is_success
-                        else {"error": body.get("error"), "detail": body.get("detail")}
-                    ),
-                }
-            )
+            results.append({"file": str(path), "status": response.status_code, **_answer(response)})
     return results
+
+
+ERROR_BODY_LIMIT = 500  # characters of a non-JSON answer kept in the error
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """The endpoint's answer as fields of a result: its JSON object when it succeeded, its
+    `error` and `detail` when it did not. A body that is not a JSON object (a proxy's HTML
+    error page, a crashed server's plain text) becomes the error, its text truncated, instead
+    of a traceback from decoding it."""
+    try:
+        body = response.json()
+    except ValueError:  # not JSON, or not UTF-8 text
+        body = None
+    if isinstance(body, dict):
+        return body if response.is_success else {k: body.get(k) for k in ("error", "detail")}
+    text = response.content.decode("utf-8", "replace").strip()
+    if len(text) > ERROR_BODY_LIMIT:
+        text = text[:ERROR_BODY_LIMIT] + "..."
+    return {
+        "error": text or f"HTTP {response.status_code} with an empty body",
+        "detail": "the endpoint's answer is not a JSON object",
+    }

@@ -33,7 +33,9 @@ from lineage.ops.process import ProcessOptions
 from lineage.ops.process import build_spec as build_processing_spec
 from lineage.ops.train import TrainOptions
 from lineage.ops.train import build_spec as build_training_spec
-from lineage.sagemaker.launcher import Launcher, SageMakerConfig, failure_message
+from lineage.sagemaker.jobs import SageMakerConfig
+from lineage.sagemaker.launcher import Launcher
+from lineage.sagemaker.polling import failure_message
 from local.runner.processing import prepare_base_dir as prepare_processing
 from local.runner.training import prepare_base_dir as prepare_training
 from tests.conftest import RunningStack, free_port_block, run_cli
