@@ -2,7 +2,7 @@
 #
 #   make demo      set up, start the embedded local stack, run the main job
 #   make test      set up and run the test suite (unit + integration against real servers)
-#   make lint      ruff + mypy
+#   make lint      ruff + mypy + lint-imports (the layers)
 #   make install   .venv from the lock (a no-op in seconds when nothing changed)
 #   make lock      re-resolve requirements.lock from pyproject.toml (needs the package index)
 #   make images    build model-lineage/{processing,training,inference} (see docker-bake.hcl)
@@ -87,10 +87,12 @@ lock: | $(BIN)/uv
 	  -o requirements.inference.lock
 	$(BIN)/uv pip compile images/sdk.in $(LOCK_ARGS) -o requirements.sdk.lock
 
+# lint-imports: the layer contracts in pyproject.toml ([tool.importlinter]; README, "Architecture")
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)

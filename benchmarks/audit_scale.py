@@ -31,6 +31,7 @@ from lineage.audit.queries import audit_record, impact
 from lineage.config import Settings
 from lineage.index.store import LineageIndex
 from lineage.manifest import RECORD_COLUMNS, SPLITS
+from lineage.ops.deploy import running_endpoints
 from lineage.registry import mlflow_client
 from local.stack import LocalStack
 from tests.conftest import stack_env
@@ -142,11 +143,13 @@ def main() -> None:
         patient = "PAT-000000"
         results = {}
         for name, question in (("audit_record", audit_record), ("impact", impact)):
-            answer = question(settings, patient)
+            answer = question(settings, patient, endpoints=running_endpoints)
             assert len(answer.models) == args.models, (name, len(answer.models))
-            indexed = timed(lambda q=question: q(settings, patient), args.repeats)
+            indexed = timed(
+                lambda q=question: q(settings, patient, endpoints=running_endpoints), args.repeats
+            )
             started = time.perf_counter()
-            scanned = question(settings, patient, scan=True)
+            scanned = question(settings, patient, endpoints=running_endpoints, scan=True)
             scan_ms = (time.perf_counter() - started) * 1000
             assert scanned.to_json()["models"] == answer.to_json()["models"]
             median = statistics.median(indexed)

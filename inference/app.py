@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -52,7 +52,26 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(
+async def decoded(
+    request: Request, limits: Limits, transform: Callable[[Any], Any]
+) -> tuple[list[Any], bool]:
+    """The request's images as model inputs, and whether it was a batch (RequestError when
+    the request is refused)."""
+    check_accept(request.headers.get("accept"))
+    body = await read_body(request, MAX_BODY_BYTES)
+    content_type = request.headers.get("content-type")
+
+    def decode() -> tuple[list[Any], bool]:
+        return decode_request(content_type, body, limits, transform)
+
+    # A small body decodes faster than a hop to a thread and back; a large one is decoded off
+    # the event loop so /ping and other requests keep being answered.
+    if len(body) <= INLINE_DECODE_BYTES:
+        return decode()
+    return await asyncio.to_thread(decode)
+
+
+def create_app(  # long: the handlers are closures over one model and batcher
     model: LoadedModel,
     *,
     max_batch: int = 32,
@@ -93,19 +112,7 @@ def create_app(
     async def answer(request: Request) -> tuple[Response, bool]:
         """The response, and whether the request reached the batcher."""
         try:
-            check_accept(request.headers.get("accept"))
-            body = await read_body(request, MAX_BODY_BYTES)
-            content_type = request.headers.get("content-type")
-
-            def decode() -> tuple[list[Any], bool]:
-                return decode_request(content_type, body, limits, transform)
-
-            # A small body decodes faster than a hop to a thread and back; a large one is
-            # decoded off the event loop so /ping and other requests keep being answered.
-            if len(body) <= INLINE_DECODE_BYTES:
-                tensors, is_batch = decode()
-            else:
-                tensors, is_batch = await asyncio.to_thread(decode)
+            tensors, is_batch = await decoded(request, limits, transform)
         except RequestError as exc:
             return JSONResponse(exc.body(), status_code=exc.status), False
         except Exception as exc:  # a decoder bug must still answer JSON, and not kill us
@@ -114,7 +121,7 @@ def create_app(
             return JSONResponse(failed, status_code=500), False
         try:
             probabilities = await batcher.predict(tensors)  # counts the request out
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed forward answers JSON 500
             failed = {"error": "inference failed", "detail": str(exc)[:500]}
             return JSONResponse(failed, status_code=500), True
         answers = [prediction(p, model.classes, lineage) for p in probabilities]

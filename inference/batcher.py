@@ -87,7 +87,7 @@ class MicroBatcher:
                     break
             try:
                 probabilities = await loop.run_in_executor(self._executor, self._forward, batch)
-            except Exception as exc:  # a failed batch fails its requests, not the server
+            except Exception as exc:  # noqa: BLE001 - fails its requests, not the server
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)

@@ -81,7 +81,7 @@ def load_model_dir(model_dir: Path, threads: int = 1) -> LoadedModel:
         onnx_sha256 = _checked(onnx, lineage.get("onnx_sha256"), lineage_path, "ONNX model")
         try:
             backend: Backend = OnnxBackend(onnx, threads)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any ORT load error: ModelDirError
             raise ModelDirError(f"cannot load {onnx}: {str(exc)[:300]}") from None
         return LoadedModel(
             backend, [str(c) for c in classes], image_size, lineage, weights_sha256, onnx_sha256
@@ -95,7 +95,7 @@ def load_model_dir(model_dir: Path, threads: int = 1) -> LoadedModel:
         )
     try:
         backend = TorchBackend(weights, len(classes), threads)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any torch load error: ModelDirError
         raise ModelDirError(f"cannot load {weights}: {str(exc)[:300]}") from None
     return LoadedModel(backend, [str(c) for c in classes], image_size, lineage, weights_sha256)
 

@@ -8,6 +8,7 @@ server that answers 500 forever.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,20 +24,29 @@ from lineage import contract
 log = logging.getLogger("lineage.inference")
 
 
-def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
+# The server's settings are read here rather than through `lineage.config.env_float`: that
+# one takes seconds > 0 and raises for a CLI to print, while these are counts and milliseconds
+# (0 ms is a valid batching wait) and the server must exit with a message SageMaker reports.
+def _int_env(name: str, default: int, minimum: int = 1) -> int:
+    raw = os.environ.get(name, "").strip()
     try:
-        return int(raw) if raw else default
+        value = int(raw) if raw else default
     except ValueError:
         sys.exit(f"{name}={raw!r} is not an integer")
+    if value < minimum:
+        sys.exit(f"{name}={raw!r} must be at least {minimum}")
+    return value
 
 
-def _float_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
+def _float_env(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name, "").strip()
     try:
-        return float(raw) if raw else default
+        value = float(raw) if raw else default
     except ValueError:
         sys.exit(f"{name}={raw!r} is not a number")
+    if not math.isfinite(value) or value < minimum:  # nan or inf would stall every batch
+        sys.exit(f"{name}={raw!r} must be a finite number, at least {minimum:g}")
+    return value
 
 
 def model_threads(workers: int) -> int:

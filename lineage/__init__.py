@@ -15,12 +15,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from lineage.version import __version__
 
 _API = {
     "Settings": "lineage.config",
     "trace": "lineage.query.trace",
-    "reproduce": "lineage.query.reproduce",
+    "reproduce": "lineage.ops.reproduce",  # the data check, and retraining (an operation)
     "verify": "lineage.query.verify",
     "compare": "lineage.query.compare",
 }
@@ -29,8 +29,8 @@ __all__ = ["Settings", "__version__", "compare", "reproduce", "trace", "verify"]
 
 if TYPE_CHECKING:
     from lineage.config import Settings
+    from lineage.ops.reproduce import reproduce
     from lineage.query.compare import compare
-    from lineage.query.reproduce import reproduce
     from lineage.query.trace import trace
     from lineage.query.verify import verify
 

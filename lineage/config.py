@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,8 +97,8 @@ def env_float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number", f"set {name} to seconds") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={value} must be positive", f"set {name} to seconds > 0")
+    if not math.isfinite(value) or value <= 0:  # nan/inf: a sleep that raises or never ends
+        raise ConfigError(f"{name}={raw!r} must be positive", f"set {name} to seconds > 0")
     return value
 
 

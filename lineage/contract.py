@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,16 @@ def read_json(path: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise ValueError(f"{path} does not hold a JSON object")
     return data
+
+
+def tar_directory(source: Path, target: Path) -> Path:
+    """Tar the *contents* of `source` (no leading dir), following symlinks, like SageMaker
+    (model.tar.gz, output.tar.gz: the local runner's outputs and a deploy's model data)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz", dereference=True) as archive:
+        for child in sorted(source.iterdir()):
+            archive.add(child, arcname=child.name)
+    return target
 
 
 def write_reason(path: Path, reason: str) -> None:

@@ -406,7 +406,7 @@ def _diagnose_pull(repo_dir: Path, pointer: Pointer, label: str, s3: S3Client | 
         raise DataVerificationError(
             f"dataset {label} cannot be restored: {exc.message}", exc.hint
         ) from None
-    except Exception as exc:  # diagnosis is best effort; the pull error is the real one
+    except Exception as exc:  # noqa: BLE001 - best-effort diagnosis; the pull error is real
         log.warning("could not read the remote to diagnose the pull: %s", exc)
         return
     if problems:

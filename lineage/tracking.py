@@ -115,7 +115,7 @@ def tracked_run(uri: str, run_name: str) -> Iterator[Any]:
 def _end_failed(mlflow: Any) -> bool:
     try:
         mlflow.end_run(status="FAILED")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - best effort: the job's own error is reported
         log.warning("could not mark the run FAILED: %s", str(exc)[:200])
         return False
     return True
@@ -140,7 +140,7 @@ def fail_unfinished_runs(uri: str, job_name: str) -> list[str]:
         )
         for run in runs:
             client.set_terminated(run.info.run_id, status="FAILED")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - best effort: the job's own error is reported
         log.warning("could not mark the runs of %s FAILED: %s", job_name, str(exc)[:200])
         return []
     return [run.info.run_id for run in runs]

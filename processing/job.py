@@ -20,10 +20,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from lineage import __version__, contract, manifest, tracking
+from lineage import contract, manifest, tracking
 from lineage.consent.snapshot import Snapshot
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
@@ -32,12 +33,13 @@ from lineage.manifest import DATASET_METADATA, DVC_FILE
 from lineage.openlineage import events as ol
 from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 from lineage.redact import redact_url
-from processing.dataset import write_dataset
+from lineage.version import __version__
+from processing.dataset import WrittenDataset, write_dataset
 from processing.progress import Progress
-from processing.publish import DatasetRepo
+from processing.publish import DatasetRepo, PublishResult
 from processing.sampling import Assignment, SamplingError, assign, assign_by_patient
 from processing.sampling import validate as validate_fractions
-from processing.sources import PATIENT_KINDS, SourceError, load_source, parse_source
+from processing.sources import PATIENT_KINDS, SourceError, SourceSpec, load_source, parse_source
 
 log = logging.getLogger("lineage.processing")
 
@@ -116,22 +118,8 @@ class ProcessingResult:
 
 def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> ProcessingResult:
     started = time.monotonic()
-    job_config = contract.read_json(paths.job_config_file) or {}
-    resources = contract.read_json(paths.resource_config_file) or {}
-    log.info(
-        "processing job %s on %s (model-lineage %s)",
-        job_config.get("ProcessingJobName", "(no job config)"),
-        resources.get("current_host", "local"),
-        __version__,
-    )
-
-    repo_url = os.environ.get("DVC_REPO_URL")
-    if not repo_url:
-        raise JobError(
-            "DVC_REPO_URL is not set", "set it to the dataset git repository's clone URL"
-        )
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.DEFAULT_EXPERIMENT
+    _log_start(paths)
+    repo_url, tracking_uri, experiment = _environment()
     source = parse_source(args.source)
     validate_fractions(args.data_fraction, args.val_split, args.test_split)
     tag = dataset_tag(args.data_version, os.environ.get("PIPELINE_RUN_ID"))
@@ -153,70 +141,16 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
             repo_url, paths.work_dir / "repo", args.remote_url or "s3://lineage-dvc/dvc", step=_step
         )
         repo.prepare(tag)
-
-        record_pattern = args.pattern == "record"
-        snapshot = None
-        if record_pattern:
-            if source.kind not in PATIENT_KINDS:
-                raise JobError(
-                    f"the record pattern needs a source with patients, not {source.kind}",
-                    "use --source synthetic-cxr or --source cxr:PATH",
-                )
-            snapshot = Snapshot.read(paths.input_dir / CONSENT_INPUT)
-            log.info(
-                "consent snapshot %s as of %s: %d patients consent, %d do not",
-                snapshot.sha256,
-                snapshot.as_of,
-                len(snapshot.consenting),
-                len(snapshot.withdrawn),
-            )
-
-        _step(f"load source {source}")
-        records = load_source(source, paths.input_dir)
-        sampler = assign_by_patient if record_pattern else assign
-        assignments = sampler(
-            records,
-            fraction=args.data_fraction,
-            val_split=args.val_split,
-            test_split=args.test_split,
-            seed=args.seed,
+        snapshot = _consent_snapshot(args, source, paths)
+        dataset, consent = _draw_and_write(args, source, paths, snapshot, repo)
+        metadata = _metadata(args, source, dataset, consent)
+        published = repo.publish(
+            tag,
+            _commit_message(args, source, dataset),
+            metadata,
+            {DATASET_METADATA: (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()},
         )
-        consent: dict[str, object] = {}
-        if snapshot is not None:
-            assignments, consent = _consent_filter(assignments, snapshot)
-        _step(f"write {len(assignments)} of {len(records)} images")
-        columns = manifest.RECORD_COLUMNS if record_pattern else manifest.BASE_COLUMNS
-        with Progress(len(assignments), "writing images") as progress:
-            dataset = write_dataset(assignments, repo.dataset_dir, progress.advance, columns)
-        counts = dataset.counts
-        log.info("counts: %s; manifest sha256 %s", counts, dataset.manifest_sha256)
-
-        metadata = {
-            **_sampling(args, source),
-            "manifest_sha256": dataset.manifest_sha256,
-            "counts": counts,
-            "code_version": __version__,
-            **consent,
-        }
-        if record_pattern:
-            metadata["patients"] = dataset.patients
-            metadata["patient_count"] = len({r.patient_id for r in dataset.rows})
-        message = (
-            f"dataset {args.data_version}: {sum(counts.values())} records "
-            f"(train {counts['train']}, val {counts['val']}, test {counts['test']}) "
-            f"from {source.name}\n\nmanifest sha256 {dataset.manifest_sha256}"
-        )
-        committed = {
-            DATASET_METADATA: (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
-        }
-        published = repo.publish(tag, message, metadata, committed)
-
-        out_dir = paths.output_dir / RESULT_DIR
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / manifest.MANIFEST_NAME).write_bytes(
-            (repo.dataset_dir / manifest.MANIFEST_NAME).read_bytes()
-        )
-        (out_dir / DVC_FILE).write_bytes((repo.dir / DVC_FILE).read_bytes())
+        out_dir = _copy_outputs(paths, repo)
 
         run_id = None
         if tracking_uri:
@@ -226,21 +160,8 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
                 experiment=experiment,
                 run_name=f"process-{tag}",
                 stage="processing",
-                params={
-                    **_sampling(args, source),
-                    "data_git_commit_id": published.commit,
-                    "dvc_tag": tag,
-                    "dvc_repo_url": redact_url(repo_url),
-                    "dataset_md5": published.dataset_md5,
-                    "manifest_sha256": dataset.manifest_sha256,
-                    "reused_commit": published.reused_commit,
-                    "code_version": __version__,
-                    **contract.image_identity(),
-                    **{f"count_{split}": n for split, n in counts.items()},
-                    **{k: v for k, v in consent.items() if k in CONSENT_PARAMS},
-                    **({"patient_count": metadata["patient_count"]} if record_pattern else {}),
-                },
-                metrics={f"records_{split}": float(n) for split, n in counts.items()},
+                params=_run_params(args, source, tag, repo_url, published, dataset, consent),
+                metrics={f"records_{split}": float(n) for split, n in dataset.counts.items()},
                 tags={"dvc_tag": tag, "data_git_commit_id": published.commit},
                 artifacts=[out_dir / manifest.MANIFEST_NAME, out_dir / DVC_FILE],
             )
@@ -250,7 +171,7 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
             commit=published.commit,
             dataset_md5=published.dataset_md5,
             manifest_sha256=dataset.manifest_sha256,
-            counts=counts,
+            counts=dataset.counts,
             classes=dataset.classes,
             nfiles=published.nfiles,
             size_bytes=published.size,
@@ -262,7 +183,7 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
             seconds=round(time.monotonic() - started, 2),
             pattern=args.pattern,
             consent=consent or None,
-            patients=dataset.patients if record_pattern else None,
+            patients=dataset.patients if args.pattern == "record" else None,
         )
         job_run.outputs = [
             ol.dataset_version(repo_url, published.dataset_md5, _dataset_facts(result), output=True)
@@ -270,6 +191,149 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
         (out_dir / "result.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
         _step(f"published {tag} -> {published.commit[:12]} ({result.seconds:.1f}s)")
         return result
+
+
+def _log_start(paths: contract.ProcessingPaths) -> None:
+    job_config = contract.read_json(paths.job_config_file) or {}
+    resources = contract.read_json(paths.resource_config_file) or {}
+    log.info(
+        "processing job %s on %s (model-lineage %s)",
+        job_config.get("ProcessingJobName", "(no job config)"),
+        resources.get("current_host", "local"),
+        __version__,
+    )
+
+
+def _environment() -> tuple[str, str | None, str]:
+    """The dataset repository's URL (required), the MLflow tracking URI and experiment."""
+    repo_url = os.environ.get("DVC_REPO_URL")
+    if not repo_url:
+        raise JobError(
+            "DVC_REPO_URL is not set", "set it to the dataset git repository's clone URL"
+        )
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.DEFAULT_EXPERIMENT
+    return repo_url, tracking_uri, experiment
+
+
+def _consent_snapshot(
+    args: argparse.Namespace, source: SourceSpec, paths: contract.ProcessingPaths
+) -> Snapshot | None:
+    """The record pattern's consent snapshot (its input channel); None in the dataset one."""
+    if args.pattern != "record":
+        return None
+    if source.kind not in PATIENT_KINDS:
+        raise JobError(
+            f"the record pattern needs a source with patients, not {source.kind}",
+            "use --source synthetic-cxr or --source cxr:PATH",
+        )
+    snapshot = Snapshot.read(paths.input_dir / CONSENT_INPUT)
+    log.info(
+        "consent snapshot %s as of %s: %d patients consent, %d do not",
+        snapshot.sha256,
+        snapshot.as_of,
+        len(snapshot.consenting),
+        len(snapshot.withdrawn),
+    )
+    return snapshot
+
+
+def _draw_and_write(
+    args: argparse.Namespace,
+    source: SourceSpec,
+    paths: contract.ProcessingPaths,
+    snapshot: Snapshot | None,
+    repo: DatasetRepo,
+) -> tuple[WrittenDataset, dict[str, object]]:
+    """Load the source, draw the sample and splits (by patient, consent-filtered, in the
+    record pattern), write the images and the manifest into the repository's dataset."""
+    record_pattern = args.pattern == "record"
+    _step(f"load source {source}")
+    records = load_source(source, paths.input_dir)
+    sampler = assign_by_patient if record_pattern else assign
+    assignments = sampler(
+        records,
+        fraction=args.data_fraction,
+        val_split=args.val_split,
+        test_split=args.test_split,
+        seed=args.seed,
+    )
+    consent: dict[str, object] = {}
+    if snapshot is not None:
+        assignments, consent = _consent_filter(assignments, snapshot)
+    _step(f"write {len(assignments)} of {len(records)} images")
+    columns = manifest.RECORD_COLUMNS if record_pattern else manifest.BASE_COLUMNS
+    with Progress(len(assignments), "writing images") as progress:
+        dataset = write_dataset(assignments, repo.dataset_dir, progress.advance, columns)
+    log.info("counts: %s; manifest sha256 %s", dataset.counts, dataset.manifest_sha256)
+    return dataset, consent
+
+
+def _metadata(
+    args: argparse.Namespace,
+    source: SourceSpec,
+    dataset: WrittenDataset,
+    consent: dict[str, object],
+) -> dict[str, object]:
+    """The version's `dataset.json` (committed beside the `.dvc` file) and tag message."""
+    metadata = {
+        **_sampling(args, source),
+        "manifest_sha256": dataset.manifest_sha256,
+        "counts": dataset.counts,
+        "code_version": __version__,
+        **consent,
+    }
+    if args.pattern == "record":
+        metadata["patients"] = dataset.patients
+        metadata["patient_count"] = len({r.patient_id for r in dataset.rows})
+    return metadata
+
+
+def _commit_message(args: argparse.Namespace, source: SourceSpec, dataset: WrittenDataset) -> str:
+    counts = dataset.counts
+    return (
+        f"dataset {args.data_version}: {sum(counts.values())} records "
+        f"(train {counts['train']}, val {counts['val']}, test {counts['test']}) "
+        f"from {source.name}\n\nmanifest sha256 {dataset.manifest_sha256}"
+    )
+
+
+def _copy_outputs(paths: contract.ProcessingPaths, repo: DatasetRepo) -> Path:
+    """The manifest and the `.dvc` file into the job's output (uploaded by SageMaker)."""
+    out_dir = paths.output_dir / RESULT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / manifest.MANIFEST_NAME).write_bytes(
+        (repo.dataset_dir / manifest.MANIFEST_NAME).read_bytes()
+    )
+    (out_dir / DVC_FILE).write_bytes((repo.dir / DVC_FILE).read_bytes())
+    return out_dir
+
+
+def _run_params(
+    args: argparse.Namespace,
+    source: SourceSpec,
+    tag: str,
+    repo_url: str,
+    published: PublishResult,
+    dataset: WrittenDataset,
+    consent: dict[str, object],
+) -> dict[str, object]:
+    """The processing run's MLflow params."""
+    record_pattern = args.pattern == "record"
+    return {
+        **_sampling(args, source),
+        "data_git_commit_id": published.commit,
+        "dvc_tag": tag,
+        "dvc_repo_url": redact_url(repo_url),
+        "dataset_md5": published.dataset_md5,
+        "manifest_sha256": dataset.manifest_sha256,
+        "reused_commit": published.reused_commit,
+        "code_version": __version__,
+        **contract.image_identity(),
+        **{f"count_{split}": n for split, n in dataset.counts.items()},
+        **{k: v for k, v in consent.items() if k in CONSENT_PARAMS},
+        **({"patient_count": len({r.patient_id for r in dataset.rows})} if record_pattern else {}),
+    }
 
 
 def _sampling(args: argparse.Namespace, source: object) -> dict[str, object]:

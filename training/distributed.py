@@ -142,7 +142,7 @@ class Group:
             count += 1
             try:
                 self._beat_store.set(f"alive/{self.cluster.rank}", str(count))
-            except Exception:  # the leader's store is gone: the main thread will say so
+            except Exception:  # noqa: BLE001 - store gone: the main thread says so
                 return
             self._stop.wait(HEARTBEAT_S)
 
@@ -154,7 +154,7 @@ class Group:
         """Best effort: let the other hosts name this one and its reason."""
         try:
             self.store.set(f"failed/{self.cluster.rank}", reason[:2000])
-        except Exception:  # the store may be what failed
+        except Exception:  # noqa: BLE001 - the store may be what failed
             log.debug("could not publish the failure to the other hosts")
 
     def wait_for_all(self, deadline_s: float = 24 * 3600) -> None:
@@ -221,7 +221,7 @@ class Group:
             if not self.store.check([key]):
                 return None
             value: bytes = self.store.get(key)
-        except Exception as exc:  # the store lives in the leader's process
+        except Exception as exc:  # noqa: BLE001 - the store lives in the leader's process
             raise ClusterError(
                 f"lost the leader {self.cluster.leader} (its rendezvous store at port "
                 f"{self.cluster.port} stopped answering: {str(exc)[:200]})",
@@ -260,7 +260,7 @@ class Group:
 
             try:
                 dist.destroy_process_group()
-            except Exception:  # a broken group cannot always be torn down cleanly
+            except Exception:  # noqa: BLE001 - a broken group cannot always be torn down cleanly
                 log.debug("process group teardown failed")
             self.process_group_ready = False
 

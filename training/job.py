@@ -23,13 +23,14 @@ from typing import Any, NoReturn
 
 import torch
 
-from lineage import __version__, contract, datarepo, tracking
+from lineage import contract, datarepo, tracking
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
 from lineage.openlineage import events as ol
 from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 from lineage.record import CONSENT_FACTS, DATA_FACTS, MODEL_FACTS, LineageRecord
 from lineage.redact import redact_url
+from lineage.version import __version__
 from training import distributed
 from training import hyperparameters as hp
 from training.data import Split, class_names, load_split
@@ -175,7 +176,9 @@ def _lineage_run(paths: contract.TrainingPaths, env: Any, cluster: Cluster) -> J
     )
 
 
-def _prepare(paths: contract.TrainingPaths, env: Any, cluster: Cluster) -> _Prepared:
+def _prepare(
+    paths: contract.TrainingPaths, env: Any, cluster: Cluster
+) -> _Prepared:  # long: a job stage; its checks run in order on every host
     """Fetch and verify the data at the tag (fail-closed, on every host), build the network
     and the lineage record."""
     params = hp.parse(dict(env.hyperparameters))
@@ -295,7 +298,7 @@ def _fit(
         raise group.blame(exc) from None
 
 
-def _train_and_register(
+def _train_and_register(  # long: a job stage: train, export, log and register in order
     paths: contract.TrainingPaths,
     stop: _StopFlag,
     prepared: _Prepared,

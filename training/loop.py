@@ -139,7 +139,7 @@ def _any_host(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
-def fit(
+def fit(  # long: the epoch loop (DDP, metrics, best weights) read as one
     model: nn.Module,
     train: Split,
     val: Split,

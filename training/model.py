@@ -36,7 +36,7 @@ def build_model(num_classes: int, pretrained: str | None) -> tuple[nn.Module, bo
                 state = weights.get_state_dict(progress=False)
                 model.load_state_dict(state)
                 loaded = True
-            except Exception as exc:  # no network is the normal case here
+            except Exception as exc:  # noqa: BLE001 - no network is the normal case here
                 log.warning(
                     "torchvision ImageNet weights unavailable (%s): starting from random init, "
                     "recorded as pretrained=false",

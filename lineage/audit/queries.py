@@ -8,6 +8,13 @@
   (the registry's history re-derived at the dataset's snapshot time, its hash re-checked).
 - `audit_excluded`: since a date, is X out of every model? PASSED or FAILED with the list.
 
+Endpoints are the runtimes' business, so the caller passes their listers in: the local
+endpoints always (`endpoints=`, an `EndpointLister`) and, when asked (`sagemaker=`, a
+`SageMakerLister`; the CLI's `--sagemaker` passes `lineage.sagemaker.endpoints.find_endpoints`),
+the SageMaker endpoints whose lineage tags name the version. Looking at SageMaker needs AWS
+credentials and a region, so it is never done silently; every answer says whether it was
+asked (`SageMakerCheck`), so "none" never stands in for "not looked".
+
 Erasure is deliberately not done here: history stays reproducible for audits. `impact`
 names every dataset version and scan that holds the patient, which is the plan an erasure
 step (deleting those objects from the DVC remote, and re-publishing) would execute.
@@ -16,20 +23,46 @@ step (deleting those objects from the DVC remote, and re-publishing) would execu
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from lineage.audit.source import AuditError, LineageSource, ModelData, ScanSource, describe_rows
 from lineage.config import Settings
 from lineage.consent.events import ConsentEvent, format_time, parse_time
 from lineage.consent.store import ConsentStore
+from lineage.index.source import AuditError, LineageSource, ModelData, ScanSource, describe_rows
 from lineage.manifest import ManifestRow
 from lineage.registry import mlflow_client
+from lineage.serving import EndpointListing, SageMakerEndpoint
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+ASK_SAGEMAKER = "pass --sagemaker"
+
+
+class EndpointLister(Protocol):
+    """The running endpoints, each as ``{"url", "model_name", "model_version", "run_id"}``.
+
+    Endpoints are a runtime's business (the local one: ``lineage.ops.deploy.running_endpoints``),
+    so the audits do not find them themselves: the caller (the CLI, an operation) passes the
+    runtime's lister. An endpoint that runs but cannot say what it serves is the lister's
+    error to raise: an audit that skipped it could miss a deployed model.
+    """
+
+    def __call__(self, settings: Settings, /) -> list[dict[str, Any]]: ...
+
+
+class SageMakerLister(Protocol):
+    """The lineage-tagged SageMaker endpoints of one region (the SageMaker runtime's:
+    ``lineage.sagemaker.endpoints.find_endpoints``, AWS calls in the AWS configuration's
+    region). Passed only when asked: an audit given none says "not asked". An endpoint whose
+    tags cannot be read is the lister's error to raise, as for `EndpointLister`.
+    """
+
+    def __call__(self) -> EndpointListing: ...
 
 
 def all_aliases(client: MlflowClient) -> dict[str, dict[str, list[str]]]:
@@ -51,6 +84,45 @@ def all_aliases(client: MlflowClient) -> dict[str, dict[str, list[str]]]:
 
 def trained_at(model: ModelData) -> str:
     return format_time(datetime.fromtimestamp(model.trained_ms / 1000, UTC))
+
+
+@dataclass(frozen=True)
+class SageMakerCheck:
+    """The SageMaker side of an answer: not asked (`listing` None), or the lineage-tagged
+    endpoints found in one region, kept to the versions the answer is about."""
+
+    listing: EndpointListing | None = None
+
+    @property
+    def asked(self) -> bool:
+        return self.listing is not None
+
+    def of(self, ref: str) -> list[SageMakerEndpoint]:
+        return [] if self.listing is None else self.listing.of(ref)
+
+    def only(self, refs: Iterable[str]) -> SageMakerCheck:
+        """The same check, kept to the endpoints serving `refs` (NAME/VERSION)."""
+        if self.listing is None:
+            return self
+        wanted = set(refs)
+        kept = tuple(e for e in self.listing.endpoints if e.model in wanted)
+        return SageMakerCheck(replace(self.listing, endpoints=kept))
+
+    def to_json(self) -> dict[str, Any]:
+        if self.listing is None:
+            return {"asked": False, "region": None, "endpoints": []}
+        return {
+            "asked": True,
+            "region": self.listing.region,
+            "endpoints": [e.to_json() for e in self.listing.endpoints],
+        }
+
+    def line(self, ask: str = ASK_SAGEMAKER) -> str:
+        """One line for people: "not asked (how to ask)", or each endpoint and its model."""
+        if self.listing is None:
+            return f"SageMaker endpoints: not asked ({ask})"
+        shown = ", ".join(f"{e.name} ({e.status}, {e.model})" for e in self.listing.endpoints)
+        return f"SageMaker endpoints in {self.listing.region}: {shown or 'none'}"
 
 
 @dataclass(frozen=True)
@@ -83,14 +155,25 @@ class Context:
     client: MlflowClient
     source: LineageSource
     consent: ConsentStore
+    endpoint_lister: EndpointLister
     _aliases: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     _endpoints: list[dict[str, Any]] | None = None
     _events: list[ConsentEvent] | None = None
     _states: dict[str | None, dict[str, str]] = field(default_factory=dict)
     _erasure_log: Any = None
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     @classmethod
-    def open(cls, settings: Settings, *, scan: bool = False) -> Context:
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        endpoints: EndpointLister,
+        sagemaker: SageMakerLister | None = None,
+        scan: bool = False,
+    ) -> Context:
+        """The audits' context; `sagemaker`: also look up SageMaker endpoints with it (AWS
+        calls); None: not asked."""
         from lineage.index.store import LineageIndex
 
         client = mlflow_client(settings.mlflow_uri)
@@ -99,8 +182,10 @@ class Context:
             source: LineageSource = (
                 ScanSource(client) if scan else LineageIndex.from_settings(settings).source(client)
             )
-            context = cls(settings, client, source, ConsentStore.from_settings(settings))
+            context = cls(settings, client, source, ConsentStore.from_settings(settings), endpoints)
             context._aliases = aliases.result()
+        if sagemaker is not None:
+            context.sagemaker = SageMakerCheck(sagemaker())
         return context
 
     def aliases(self, model: ModelData) -> list[str]:
@@ -108,14 +193,13 @@ class Context:
 
     def endpoints(self, model: ModelData) -> list[str]:
         if self._endpoints is None:
-            from lineage.ops.deploy import running_endpoints
-
-            self._endpoints = running_endpoints(self.settings)
-        return [
+            self._endpoints = self.endpoint_lister(self.settings)
+        local = [
             e["url"]
             for e in self._endpoints
             if e["model_name"] == model.name and e["model_version"] == model.version
         ]
+        return local + [e.url for e in self.sagemaker.of(model.ref)]
 
     def events(self) -> list[ConsentEvent]:
         if self._events is None:
@@ -208,6 +292,7 @@ class RecordAudit:
     models_checked: int
     source: str
     erasures: list[dict[str, Any]] = field(default_factory=list)  # from the tombstones
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -217,11 +302,19 @@ class RecordAudit:
             "models_checked": self.models_checked,
             "source": self.source,
             "erasures": self.erasures,
+            "sagemaker": self.sagemaker.to_json(),
         }
 
 
-def audit_record(settings: Settings, patient_id: str, *, scan: bool = False) -> RecordAudit:
-    context = Context.open(settings, scan=scan)
+def audit_record(
+    settings: Settings,
+    patient_id: str,
+    *,
+    endpoints: EndpointLister,
+    sagemaker: SageMakerLister | None = None,
+    scan: bool = False,
+) -> RecordAudit:
+    context = Context.open(settings, endpoints=endpoints, sagemaker=sagemaker, scan=scan)
     hits, checked = context.hits(patient_id)
     return RecordAudit(
         patient_id,
@@ -230,6 +323,7 @@ def audit_record(settings: Settings, patient_id: str, *, scan: bool = False) -> 
         len(checked),
         context.source.kind,
         context.erasures(patient_id),
+        context.sagemaker.only(h.model for h in hits),
     )
 
 
@@ -243,13 +337,25 @@ class Impact:
     datasets: list[str]  # dataset tags holding the patient (what an erasure would re-publish)
     models_checked: int
     source: str
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "models": [h.__dict__ for h in self.models]}
+        return {
+            **self.__dict__,
+            "models": [h.__dict__ for h in self.models],
+            "sagemaker": self.sagemaker.to_json(),
+        }
 
 
-def impact(settings: Settings, patient_id: str, *, scan: bool = False) -> Impact:
-    context = Context.open(settings, scan=scan)
+def impact(
+    settings: Settings,
+    patient_id: str,
+    *,
+    endpoints: EndpointLister,
+    sagemaker: SageMakerLister | None = None,
+    scan: bool = False,
+) -> Impact:
+    context = Context.open(settings, endpoints=endpoints, sagemaker=sagemaker, scan=scan)
     hits, checked = context.hits(patient_id)
     summary = _consent_summary(context, patient_id)
     return Impact(
@@ -261,6 +367,7 @@ def impact(settings: Settings, patient_id: str, *, scan: bool = False) -> Impact
         datasets=sorted({h.tag for h in hits}),
         models_checked=len(checked),
         source=context.source.kind,
+        sagemaker=context.sagemaker.only(h.model for h in hits),
     )
 
 
@@ -286,6 +393,7 @@ class ModelAudit:
     patients: list[PatientLine]
     snapshot_recomputed: str | None  # sha256 of the registry's consenting set at the as-of time
     source: str
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     @property
     def snapshot_ok(self) -> bool:
@@ -324,13 +432,21 @@ class ModelAudit:
             ],
             "patients": [p.__dict__ for p in self.patients],
             "source": self.source,
+            "sagemaker": self.sagemaker.to_json(),
         }
 
 
-def audit_model(settings: Settings, ref: str, *, scan: bool = False) -> ModelAudit:
+def audit_model(
+    settings: Settings,
+    ref: str,
+    *,
+    endpoints: EndpointLister,
+    sagemaker: SageMakerLister | None = None,
+    scan: bool = False,
+) -> ModelAudit:
     from lineage.query.chain import locate
 
-    context = Context.open(settings, scan=scan)
+    context = Context.open(settings, endpoints=endpoints, sagemaker=sagemaker, scan=scan)
     version, _ = locate(context.client, model=ref)
     assert version is not None
     model = next((m for m in context.source.models() if m.ref == version.ref), None)
@@ -383,6 +499,7 @@ def audit_model(settings: Settings, ref: str, *, scan: bool = False) -> ModelAud
         patients=patients,
         snapshot_recomputed=recomputed,
         source=context.source.kind,
+        sagemaker=context.sagemaker.only([model.ref]),
     )
 
 
@@ -396,6 +513,7 @@ class Exclusion:
     models_checked: int
     source: str
     erasures: list[dict[str, Any]] = field(default_factory=list)  # evidence of erasure
+    sagemaker: SageMakerCheck = field(default_factory=SageMakerCheck)
 
     @property
     def passed(self) -> bool:
@@ -412,6 +530,7 @@ class Exclusion:
             "models_checked": self.models_checked,
             "source": self.source,
             "erasures": self.erasures,
+            "sagemaker": self.sagemaker.to_json(),
         }
 
 
@@ -421,11 +540,13 @@ def audit_excluded(
     since: str | None = None,
     *,
     model: str | None = None,
+    endpoints: EndpointLister,
+    sagemaker: SageMakerLister | None = None,
     scan: bool = False,
 ) -> Exclusion:
     """PASSED when no model trained after `since` holds the patient and no older model that
     holds the patient is still registered (or only `model`, when given)."""
-    context = Context.open(settings, scan=scan)
+    context = Context.open(settings, endpoints=endpoints, sagemaker=sagemaker, scan=scan)
     if since is None:
         withdrawals = [
             e.at for e in context.events() if e.patient_id == patient_id and e.action == "withdraw"
@@ -455,6 +576,7 @@ def audit_excluded(
         models_checked=len(checked),
         source=context.source.kind,
         erasures=context.erasures(patient_id),
+        sagemaker=context.sagemaker.only(held),
     )
 
 

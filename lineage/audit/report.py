@@ -15,23 +15,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lineage import __version__
-from lineage.audit.queries import ModelAudit, audit_model, trained_at
+from lineage.audit.queries import (
+    EndpointLister,
+    ModelAudit,
+    SageMakerLister,
+    audit_model,
+    trained_at,
+)
 from lineage.config import Settings
 from lineage.credentials import write_private
 from lineage.query.trace import Trace, trace
+from lineage.version import __version__
 
 
-def build(settings: Settings, ref: str, *, scan: bool = False) -> dict[str, Any]:
-    audit: ModelAudit = audit_model(settings, ref, scan=scan)
-    chain: Trace = trace(settings, model=audit.model.ref)
-    model = audit.model
+def _findings(chain: Trace, audit: ModelAudit) -> list[str]:
+    """What stops the verdict from being "every check passed", in plain words."""
     findings = []
     if not chain.ok:
         findings.append(
             "the lineage chain has disagreements: " + ", ".join(c.name for c in chain.failed)
         )
-    if model.pattern == "record" and not audit.snapshot_ok:
+    if audit.model.pattern == "record" and not audit.snapshot_ok:
         findings.append(
             "the consent registry no longer reproduces the snapshot this model's "
             "data was filtered with"
@@ -43,6 +47,23 @@ def build(settings: Settings, ref: str, *, scan: bool = False) -> dict[str, Any]
             f"{len(audit.withdrawn_since)} patients in this model's data withdrew "
             "consent after training: retrain without them and retire this version"
         )
+    return findings
+
+
+def build(
+    settings: Settings,
+    ref: str,
+    *,
+    endpoints: EndpointLister,
+    sagemaker: SageMakerLister | None = None,
+    scan: bool = False,
+) -> dict[str, Any]:
+    audit: ModelAudit = audit_model(
+        settings, ref, endpoints=endpoints, sagemaker=sagemaker, scan=scan
+    )
+    chain: Trace = trace(settings, model=audit.model.ref)
+    model = audit.model
+    findings = _findings(chain, audit)
     verified = chain.ok and audit.ok
     return {
         "chain_svg": _chain_picture(settings, chain, audit),
@@ -60,6 +81,7 @@ def build(settings: Settings, ref: str, *, scan: bool = False) -> dict[str, Any]
             "ref": model.ref,
             "aliases": audit.aliases,
             "endpoints": audit.endpoints,
+            "sagemaker": audit.sagemaker.to_json(),
             "run_id": model.run_id,
             "trained_at": trained_at(model),
         },
@@ -143,7 +165,18 @@ def _table(headers: list[str], rows: list[list[object]], mono: set[int] | None =
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def render_html(report: dict[str, Any]) -> str:
+def _sagemaker_cell(check: dict[str, Any]) -> str:
+    """Whether SageMaker was looked at, and what serves the model there: a report must not
+    let "none" stand for "not looked"."""
+    if not check["asked"]:
+        return "not asked (lineage audit report --sagemaker)"
+    found = ", ".join(f"{e['name']} ({e['status']})" for e in check["endpoints"])
+    return f"{found or 'none'} in {check['region']}"
+
+
+def render_html(
+    report: dict[str, Any],
+) -> str:  # long: one HTML page, written top to bottom as it reads
     verdict = report["verdict"]
     css_class = (
         "bad"
@@ -163,6 +196,7 @@ def render_html(report: dict[str, Any]) -> str:
         ["Model version", model["ref"]],
         ["Aliases (production pointers)", ", ".join(model["aliases"]) or "none"],
         ["Running endpoints", ", ".join(model["endpoints"]) or "none"],
+        ["SageMaker endpoints", _sagemaker_cell(model["sagemaker"])],
         ["Training run", model["run_id"]],
         ["Trained at", model["trained_at"]],
         ["Dataset version (git tag)", data["tag"]],
@@ -260,9 +294,15 @@ def _chain_picture(settings: Settings, chain: Trace, audit: ModelAudit) -> str:
 
 
 def write_report(
-    settings: Settings, ref: str, out: Path, *, scan: bool = False
+    settings: Settings,
+    ref: str,
+    out: Path,
+    *,
+    endpoints: EndpointLister,
+    sagemaker: SageMakerLister | None = None,
+    scan: bool = False,
 ) -> tuple[Path, Path, str]:
-    report = build(settings, ref, scan=scan)
+    report = build(settings, ref, endpoints=endpoints, sagemaker=sagemaker, scan=scan)
     html_path = out if out.suffix.lower() in (".html", ".htm") else out.with_suffix(".html")
     json_path = html_path.with_suffix(".json")
     html_path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ import sys
 import typer
 from rich.text import Text
 
-from lineage import __version__
 from lineage.cli import (
     audit,
     consent,
@@ -25,6 +24,7 @@ from lineage.cli.output import err_console
 from lineage.config import Settings, export_stack_auth
 from lineage.errors import LineageError
 from lineage.tracking import bound_client_waits
+from lineage.version import __version__
 
 app = typer.Typer(
     name="lineage",

@@ -9,10 +9,12 @@ import typer
 from rich.table import Table
 
 from lineage.audit.queries import (
+    ASK_SAGEMAKER,
     Exclusion,
     Impact,
     ModelHit,
     RecordAudit,
+    SageMakerLister,
     audit_excluded,
     audit_model,
     audit_record,
@@ -21,6 +23,7 @@ from lineage.audit.queries import (
 from lineage.cli.options import Json
 from lineage.cli.output import console, emit_json, err_console
 from lineage.config import Settings
+from lineage.ops.deploy import running_endpoints  # the local runtime's endpoints
 
 app = typer.Typer(help="Record-level audits of what trained which model.", no_args_is_help=True)
 index_app = typer.Typer(help="The lineage index (a cache of MLflow).", no_args_is_help=True)
@@ -30,6 +33,25 @@ Scan = Annotated[
     bool,
     typer.Option("--scan", help="Read every manifest from MLflow instead of the index (slow)."),
 ]
+SageMaker = Annotated[
+    bool,
+    typer.Option(
+        "--sagemaker",
+        help="Also list the SageMaker endpoints serving these versions (ListEndpoints, then "
+        "their lineage tags; AWS credentials and region from the AWS configuration). "
+        "Without it the answer says SageMaker was not asked.",
+    ),
+]
+
+
+def sagemaker_lister(asked: bool) -> SageMakerLister | None:
+    """The SageMaker runtime's endpoint lister for the audits when `--sagemaker` was given;
+    None (the answer says "not asked") otherwise."""
+    if not asked:
+        return None
+    from lineage.sagemaker.endpoints import find_endpoints
+
+    return find_endpoints
 
 
 def _hits_table(hits: list[ModelHit], title: str) -> Table:
@@ -53,7 +75,8 @@ def _hits_table(hits: list[ModelHit], title: str) -> Table:
     return table
 
 
-def print_impact(result: Impact) -> None:
+def print_impact(result: Impact, ask: str = ASK_SAGEMAKER) -> None:
+    """`ask`: how to look at SageMaker too, shown when it was not asked."""
     console.print(
         f"[bold]{result.patient_id}[/bold] ({result.status or 'not in the registry'}): in the "
         f"training data of {len(result.models)} of {result.models_checked} registered model "
@@ -65,6 +88,7 @@ def print_impact(result: Impact) -> None:
             f"aliases: {', '.join(result.aliases) or 'none'}; running endpoints: "
             f"{', '.join(e['url'] for e in result.endpoints) or 'none'}"
         )
+        console.print(result.sagemaker.line(ask))
         console.print(f"dataset versions holding the patient: {', '.join(result.datasets)}")
         console.print(
             "next: publish a new version (`lineage process --pattern record ...`), "
@@ -73,9 +97,20 @@ def print_impact(result: Impact) -> None:
         )
 
 
-def impact_command(patient_id: PatientId, scan: Scan = False, json_output: Json = False) -> None:
+def impact_command(
+    patient_id: PatientId,
+    scan: Scan = False,
+    sagemaker: SageMaker = False,
+    json_output: Json = False,
+) -> None:
     """Every registered version, alias and running endpoint whose data includes the patient."""
-    result = impact(Settings.from_env(), patient_id, scan=scan)
+    result = impact(
+        Settings.from_env(),
+        patient_id,
+        endpoints=running_endpoints,
+        sagemaker=sagemaker_lister(sagemaker),
+        scan=scan,
+    )
     if json_output:
         emit_json(result.to_json())
     else:
@@ -91,12 +126,24 @@ def _print_record(result: RecordAudit) -> None:
     )
     if result.models:
         console.print(_hits_table(result.models, "training data holding the patient"))
+        console.print(result.sagemaker.line())
 
 
 @app.command()
-def record(patient_id: PatientId, scan: Scan = False, json_output: Json = False) -> None:
+def record(
+    patient_id: PatientId,
+    scan: Scan = False,
+    sagemaker: SageMaker = False,
+    json_output: Json = False,
+) -> None:
     """Which models' data held the patient: splits, scans, consent snapshot."""
-    result = audit_record(Settings.from_env(), patient_id, scan=scan)
+    result = audit_record(
+        Settings.from_env(),
+        patient_id,
+        endpoints=running_endpoints,
+        sagemaker=sagemaker_lister(sagemaker),
+        scan=scan,
+    )
     if json_output:
         emit_json(result.to_json())
     else:
@@ -107,10 +154,17 @@ def record(patient_id: PatientId, scan: Scan = False, json_output: Json = False)
 def model(
     ref: Annotated[str, typer.Argument(help="NAME/VERSION or NAME@ALIAS")],
     scan: Scan = False,
+    sagemaker: SageMaker = False,
     json_output: Json = False,
 ) -> None:
     """Every patient and record of a model, and whether each had consent at training time."""
-    result = audit_model(Settings.from_env(), ref, scan=scan)
+    result = audit_model(
+        Settings.from_env(),
+        ref,
+        endpoints=running_endpoints,
+        sagemaker=sagemaker_lister(sagemaker),
+        scan=scan,
+    )
     if json_output:
         emit_json(result.to_json())
     else:
@@ -124,6 +178,11 @@ def model(
                 f"  {split}: {sum(labels.values())} records ({shown}), "
                 f"{result.patients_by_split.get(split, 0)} patients"
             )
+        console.print(
+            f"  aliases: {', '.join(result.aliases) or 'none'}; running endpoints: "
+            f"{', '.join(result.endpoints) or 'none'}"
+        )
+        console.print(f"  {result.sagemaker.line()}")
         if m.pattern == "record":
             mark = "[green]matches[/green]" if result.snapshot_ok else "[red]DIFFERS[/red]"
             console.print(
@@ -156,6 +215,8 @@ def print_exclusion(result: Exclusion) -> None:
                 "trained before, holding the patient, still registered: retire or replace",
             )
         )
+    if result.violations or result.in_use:
+        console.print(result.sagemaker.line())
     if result.clean:
         console.print(f"trained after the date without the patient: {', '.join(result.clean)}")
 
@@ -171,10 +232,19 @@ def excluded(
         str | None, typer.Option("--model", help="Check only this model version.")
     ] = None,
     scan: Scan = False,
+    sagemaker: SageMaker = False,
     json_output: Json = False,
 ) -> None:
     """PASSED if no model since DATE holds the patient and no older one is still registered."""
-    result = audit_excluded(Settings.from_env(), patient_id, since, model=model_ref, scan=scan)
+    result = audit_excluded(
+        Settings.from_env(),
+        patient_id,
+        since,
+        model=model_ref,
+        endpoints=running_endpoints,
+        sagemaker=sagemaker_lister(sagemaker),
+        scan=scan,
+    )
     if json_output:
         emit_json(result.to_json())
     else:
@@ -188,11 +258,19 @@ def report(
     model_ref: Annotated[str, typer.Option("--model", help="NAME@ALIAS or NAME/VERSION")],
     out: Annotated[Path, typer.Option(help="report.html (report.json is written beside it)")],
     scan: Scan = False,
+    sagemaker: SageMaker = False,
 ) -> None:
     """The evidence a regulator asks for, as one self-contained HTML page and JSON."""
     from lineage.audit.report import write_report
 
-    html_path, json_path, verdict = write_report(Settings.from_env(), model_ref, out, scan=scan)
+    html_path, json_path, verdict = write_report(
+        Settings.from_env(),
+        model_ref,
+        out,
+        endpoints=running_endpoints,
+        sagemaker=sagemaker_lister(sagemaker),
+        scan=scan,
+    )
     console.print(f"wrote {html_path} and {json_path}: {verdict}")
 
 
@@ -216,7 +294,7 @@ def rebuild(json_output: Json = False) -> None:
 @index_app.command(name="status")
 def index_status(json_output: Json = False) -> None:
     """What the index holds, and whether it is in step with MLflow."""
-    from lineage.audit.source import AuditError
+    from lineage.index.source import AuditError
     from lineage.index.store import LineageIndex
     from lineage.registry import mlflow_client
 

@@ -83,10 +83,11 @@ def _record(
     affected = None
     if action == "withdraw":
         from lineage.audit.queries import impact
+        from lineage.ops.deploy import running_endpoints
 
         try:
-            affected = impact(settings, patient_id)
-        except Exception as exc:  # the withdrawal is recorded; the impact can be asked again
+            affected = impact(settings, patient_id, endpoints=running_endpoints)
+        except Exception as exc:  # noqa: BLE001 - withdrawal recorded; impact can be re-asked
             err_console.print(
                 f"[yellow]withdrawal recorded, but its impact could not be computed:[/yellow] "
                 f"{exc}\nrun `lineage impact {patient_id}` when it is fixed"
@@ -100,7 +101,7 @@ def _record(
     if affected is not None:
         from lineage.cli.audit import print_impact
 
-        print_impact(affected)
+        print_impact(affected, ask=f"`lineage impact {patient_id} --sagemaker` lists them")
 
 
 @app.command()

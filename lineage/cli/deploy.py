@@ -74,7 +74,7 @@ def invoke_command(
     for column in ("file", "label", "p", "model", "data commit"):
         table.add_column(column)
     for r in results:
-        if r["status"] != 200:
+        if r["status"] != 200 or "error" in r:  # an error, or an answer that is not one
             table.add_row(r["file"], f"[red]{r['status']} {r['error']}[/red]", "", "", "")
             continue
         lineage = r["lineage"]

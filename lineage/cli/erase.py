@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from lineage.audit.queries import impact
 from lineage.cli.options import Json
 from lineage.cli.output import console, emit_json
 from lineage.config import Settings
 from lineage.erasure.erase import Erasure, erase
+from lineage.ops.deploy import running_endpoints  # the local runtime's endpoints
 
 
 def erase_command(
@@ -31,8 +34,15 @@ def erase_command(
 ) -> None:
     """Delete a withdrawn patient's images from every dataset version's DVC remote and local
     copy, leaving tombstones that keep every version verifiable; list the models to retrain."""
+    settings = Settings.from_env()
     result = erase(
-        Settings.from_env(), patient_id, request=request, actor=actor, dry_run=dry_run, out_dir=out
+        settings,
+        patient_id,
+        request=request,
+        actor=actor,
+        impact_of=partial(impact, settings, endpoints=running_endpoints),
+        dry_run=dry_run,
+        out_dir=out,
     )
     if json_output:
         emit_json(result.to_json())

@@ -18,9 +18,10 @@ from lineage.cli.options import Json, Repo
 from lineage.cli.output import console, emit_json, err_console
 from lineage.config import Settings
 from lineage.erasure import summarize_erased
+from lineage.ops.reproduce import reproduce
 from lineage.query.chain import Check
 from lineage.query.compare import Comparison, compare
-from lineage.query.reproduce import Reproduction, reproduce
+from lineage.query.reproduce import Reproduction
 from lineage.query.trace import Trace, trace
 from lineage.query.verify import Verification, verify
 

@@ -15,7 +15,10 @@ from lineage.errors import ConfigError
 from lineage.gitops import repository_name
 from lineage.ops.process import ProcessOptions
 from lineage.ops.train import TrainOptions
-from lineage.sagemaker.launcher import Launcher, SageMakerConfig, invoke, job_logs, status
+from lineage.sagemaker.endpoints import invoke
+from lineage.sagemaker.inspection import job_logs, status
+from lineage.sagemaker.jobs import PipelineResult, SageMakerConfig
+from lineage.sagemaker.launcher import Launcher
 
 app = typer.Typer(
     help="Run the pipeline, endpoints and queries on Amazon SageMaker.", no_args_is_help=True
@@ -35,6 +38,19 @@ ImageRegistry = Annotated[
     typer.Option(help="ECR registry of the images (default LINEAGE_IMAGE_REGISTRY)."),
 ]
 ImageTag = Annotated[str | None, typer.Option(help="Image tag (default LINEAGE_IMAGE_TAG).")]
+InstanceCount = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=100,
+        help="Training instances (ResourceConfig.InstanceCount): DistributedDataParallel "
+        "across them, one MLflow run and one registered version.",
+    ),
+]
+GitTokenSecret = Annotated[
+    str | None,
+    typer.Option(help="Secrets Manager secret with the git token, read by the jobs."),
+]
 
 
 def _config(
@@ -68,7 +84,7 @@ def _config(
 
 
 @app.command()
-def pipeline(
+def pipeline(  # long: a typer command: most lines declare its options
     version: Version,
     fraction: Fraction,
     role: Role = None,
@@ -88,19 +104,8 @@ def pipeline(
     instance_type: Annotated[
         str, typer.Option(help="Instance type of both jobs.")
     ] = "ml.m5.xlarge",
-    instance_count: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=100,
-            help="Training instances (ResourceConfig.InstanceCount): DistributedDataParallel "
-            "across them, one MLflow run and one registered version.",
-        ),
-    ] = 1,
-    git_token_secret: Annotated[
-        str | None,
-        typer.Option(help="Secrets Manager secret with the git token, read by the jobs."),
-    ] = None,
+    instance_count: InstanceCount = 1,
+    git_token_secret: GitTokenSecret = None,
     pipeline_run_id: Annotated[
         str | None, typer.Option(help="Dataset tag to use (default <version>-<time>-<id>).")
     ] = None,
@@ -148,10 +153,14 @@ def pipeline(
         wait=wait,
     )
     if json_output:
-        emit_json(result)
-        return
-    processing, training = result["processing"], result["training"]
-    console.print(f"[bold]tag[/bold]      {result['pipeline_run_id']} -> {processing['commit']}")
+        emit_json(result.to_json())
+    else:
+        _print_pipeline(result)
+
+
+def _print_pipeline(result: PipelineResult) -> None:
+    training = result.training()
+    console.print(f"[bold]tag[/bold]      {result.pipeline_run_id} -> {result.processed['commit']}")
     console.print(f"[bold]training[/bold] {training['job_name']} ({training['status']})")
     if training.get("model_version"):
         console.print(
@@ -184,11 +193,11 @@ def deploy(
     )
     result = Launcher(config, settings, progress).deploy(model, endpoint_name, instance_type)
     if json_output:
-        emit_json(result)
+        emit_json(result.to_json())
         return
     console.print(
-        f"[bold]{result['endpoint_name']}[/bold] InService: {result['model']} "
-        f"({result['sagemaker_model']}) from {result['model_data']}"
+        f"[bold]{result.endpoint_name}[/bold] InService: {result.model} "
+        f"({result.sagemaker_model}) from {result.model_data}"
     )
 
 
@@ -202,13 +211,13 @@ def invoke_command(
     """InvokeEndpoint with raw image bytes; print each answer with its lineage."""
     answers = invoke(region, endpoint_name, files)
     if json_output:
-        emit_json(answers)
+        emit_json([a.to_json() for a in answers])
         return
     for a in answers:
-        answer = a["answer"]
+        answer = a.answer
         lineage = answer.get("lineage", {}) if isinstance(answer, dict) else {}
         console.print(
-            f"{a['file']}: {answer.get('label') if isinstance(answer, dict) else answer}"
+            f"{a.file}: {answer.get('label') if isinstance(answer, dict) else answer}"
             f"  ({lineage.get('model_name')}/{lineage.get('model_version')}, data "
             f"{str(lineage.get('data_git_commit_id'))[:12]})"
         )
@@ -223,7 +232,7 @@ def status_command(
     """A job's status, failure reason, lineage tags and log streams."""
     found = status(region, job_name)
     if json_output:
-        emit_json(found.__dict__)
+        emit_json(found.to_json())
         return
     console.print(
         f"[bold]{found.name}[/bold] ({found.kind}): {found.status}"

@@ -34,8 +34,8 @@ class RegistryRow:
     status: str  # granted | withdrawn
 
 
-def parse(text: str, name: str = "registry") -> list[RegistryRow]:
-    reader = csv.DictReader(io.StringIO(text))
+def _read_header(reader: csv.DictReader[str], name: str) -> tuple[list[str], str]:
+    """The header's columns (stripped) and the location column; raise when one lacks."""
     fields = [f.strip() for f in reader.fieldnames or []]
     reader.fieldnames = fields
     missing = [c for c in REQUIRED if c not in fields]
@@ -46,6 +46,32 @@ def parse(text: str, name: str = "registry") -> list[RegistryRow]:
             f"{name} line 1: the header lacks {wanted}",
             "use the columns patient_id,scan_id,file_path,label,consent_status",
         )
+    return fields, location
+
+
+def _cell_problems(values: dict[str, str], location: str, line: int) -> tuple[list[str], str]:
+    """One row's own problems, and its consent status ("" when the row cannot be used)."""
+    bad = [c for c in (*REQUIRED, location) if not values.get(c)]
+    if bad:
+        return [f"line {line}: empty {', '.join(bad)}"], ""
+    problems = [
+        f"line {line}: {what} {value!r} has characters ids cannot have"
+        for what, value in (("patient_id", values["patient_id"]), ("scan_id", values["scan_id"]))
+        if not _ID.match(value)
+    ]
+    raw_status = values["consent_status"].lower()
+    status = "granted" if raw_status in GRANTED else "withdrawn" if raw_status in WITHDRAWN else ""
+    if not status:
+        problems.append(
+            f"line {line}: consent_status {values['consent_status']!r} is neither granted "
+            "nor withdrawn"
+        )
+    return problems, status
+
+
+def parse(text: str, name: str = "registry") -> list[RegistryRow]:
+    reader = csv.DictReader(io.StringIO(text))
+    fields, location = _read_header(reader, name)
     rows: list[RegistryRow] = []
     problems: list[str] = []
     seen_scans: dict[str, int] = {}
@@ -60,24 +86,11 @@ def parse(text: str, name: str = "registry") -> list[RegistryRow]:
         values = {k: (v or "").strip() for k, v in row.items()}
         if not any(values.values()):
             continue  # blank line
-        bad = [c for c in (*REQUIRED, location) if not values.get(c)]
-        if bad:
-            problems.append(f"line {line}: empty {', '.join(bad)}")
+        own, status = _cell_problems(values, location, line)
+        problems.extend(own)
+        if not status:
             continue
         patient, scan = values["patient_id"], values["scan_id"]
-        for what, value in (("patient_id", patient), ("scan_id", scan)):
-            if not _ID.match(value):
-                problems.append(f"line {line}: {what} {value!r} has characters ids cannot have")
-        raw_status = values["consent_status"].lower()
-        status = (
-            "granted" if raw_status in GRANTED else "withdrawn" if raw_status in WITHDRAWN else ""
-        )
-        if not status:
-            problems.append(
-                f"line {line}: consent_status {values['consent_status']!r} is neither granted "
-                "nor withdrawn"
-            )
-            continue
         if scan in seen_scans:
             problems.append(f"line {line}: scan_id {scan} repeats line {seen_scans[scan]}")
             continue

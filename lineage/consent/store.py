@@ -353,77 +353,9 @@ class ConsentStore(SqlStore):
             current: dict[str, str] = {}
             for event in events:
                 current[event.patient_id] = event.status
-            existing = {
-                r.scan_id: r
-                for r in connection.execute(
-                    select(scans_table).where(
-                        scans_table.c.scan_id.in_([row.scan_id for row in rows])
-                    )
-                )
-            }
-            conflicts = []
-            new_scans = []
-            for row in rows:
-                known = existing.get(row.scan_id)
-                if known is None:
-                    new_scans.append(row)
-                elif (known.patient_id, known.file_path, known.label) != (
-                    row.patient_id,
-                    row.file_path,
-                    row.label,
-                ):
-                    conflicts.append(
-                        f"line {row.line}: scan {row.scan_id} is registered as "
-                        f"{known.patient_id}, {known.file_path}, {known.label}"
-                    )
-            if conflicts:
-                raise ConsentError(
-                    f"{source}: {len(conflicts)} scans contradict the registry: "
-                    + "; ".join(conflicts[:10]),
-                    "scan ids are permanent: fix the file; nothing was imported",
-                )
-            if new_scans:
-                connection.execute(
-                    scans_table.insert(),
-                    [
-                        {
-                            "scan_id": r.scan_id,
-                            "patient_id": r.patient_id,
-                            "file_path": r.file_path,
-                            "label": r.label,
-                            "imported_at": now,
-                        }
-                        for r in new_scans
-                    ],
-                )
-            wanted: dict[str, str] = {}
-            for row in rows:
-                wanted.setdefault(row.patient_id, row.status)
-            planned: list[tuple[str, str, str, str]] = []
-            added: list[str] = []
-            granted: list[str] = []
-            withdrawn: list[str] = []
-            kept: list[str] = []
-            for patient, status in sorted(wanted.items()):
-                state = current.get(patient)
-                if state is None:
-                    added.append(patient)
-                if state == status:
-                    continue
-                if state == "withdrawn" and status == "granted":
-                    kept.append(patient)
-                    continue
-                action = "grant" if status == "granted" else "withdraw"
-                (granted if action == "grant" else withdrawn).append(patient)
-                planned.append((patient, action, actor, f"import {source}"))
-            report.update(
-                patients_added=added,
-                scans_added=len(new_scans),
-                granted=granted,
-                withdrawn=withdrawn,
-                not_regranted=kept,
-                unchanged=len(wanted) - len(planned) - len(kept),
-            )
+            scans_added = _add_new_scans(connection, rows, source, now)
+            planned, changes = _consent_changes(rows, current, actor=actor, source=source)
+            report.update(scans_added=scans_added, **changes)
             return planned
 
         self._append(plan)
@@ -448,6 +380,88 @@ class ConsentStore(SqlStore):
             "anchored_heads": len(self.anchor.heads()),
             "external_anchors": len(extra),
         }
+
+
+def _add_new_scans(connection: Connection, rows: list[RegistryRow], source: str, now: str) -> int:
+    """Insert the scans the registry does not know yet; refuse (nothing imported) a file whose
+    known scans contradict the registry. Returns how many were added."""
+    existing = {
+        r.scan_id: r
+        for r in connection.execute(
+            select(scans_table).where(scans_table.c.scan_id.in_([row.scan_id for row in rows]))
+        )
+    }
+    conflicts = []
+    new_scans = []
+    for row in rows:
+        known = existing.get(row.scan_id)
+        if known is None:
+            new_scans.append(row)
+        elif (known.patient_id, known.file_path, known.label) != (
+            row.patient_id,
+            row.file_path,
+            row.label,
+        ):
+            conflicts.append(
+                f"line {row.line}: scan {row.scan_id} is registered as "
+                f"{known.patient_id}, {known.file_path}, {known.label}"
+            )
+    if conflicts:
+        raise ConsentError(
+            f"{source}: {len(conflicts)} scans contradict the registry: "
+            + "; ".join(conflicts[:10]),
+            "scan ids are permanent: fix the file; nothing was imported",
+        )
+    if new_scans:
+        connection.execute(
+            scans_table.insert(),
+            [
+                {
+                    "scan_id": r.scan_id,
+                    "patient_id": r.patient_id,
+                    "file_path": r.file_path,
+                    "label": r.label,
+                    "imported_at": now,
+                }
+                for r in new_scans
+            ],
+        )
+    return len(new_scans)
+
+
+def _consent_changes(
+    rows: list[RegistryRow], current: dict[str, str], *, actor: str, source: str
+) -> tuple[list[tuple[str, str, str, str]], dict[str, Any]]:
+    """The events a file asks for, given each patient's current status, and what they do.
+    A grant in the file never overrides a withdrawal recorded here (`not_regranted`)."""
+    wanted: dict[str, str] = {}
+    for row in rows:
+        wanted.setdefault(row.patient_id, row.status)
+    planned: list[tuple[str, str, str, str]] = []
+    added: list[str] = []
+    granted: list[str] = []
+    withdrawn: list[str] = []
+    kept: list[str] = []
+    for patient, status in sorted(wanted.items()):
+        state = current.get(patient)
+        if state is None:
+            added.append(patient)
+        if state == status:
+            continue
+        if state == "withdrawn" and status == "granted":
+            kept.append(patient)
+            continue
+        action = "grant" if status == "granted" else "withdraw"
+        (granted if action == "grant" else withdrawn).append(patient)
+        planned.append((patient, action, actor, f"import {source}"))
+    changes = {
+        "patients_added": added,
+        "granted": granted,
+        "withdrawn": withdrawn,
+        "not_regranted": kept,
+        "unchanged": len(wanted) - len(planned) - len(kept),
+    }
+    return planned, changes
 
 
 def unknown_patient(patient_id: str) -> ConsentError:

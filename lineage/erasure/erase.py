@@ -23,7 +23,7 @@ from lineage.credentials import private_dir
 from lineage.dvcremote import DvcRemote
 from lineage.erasure.evidence import write_evidence
 from lineage.erasure.log import ErasureEvent, ErasureLog, Tombstone
-from lineage.erasure.plan import ErasureError, ErasurePlan, PlannedObject, plan_erasure
+from lineage.erasure.plan import ErasureError, ErasurePlan, ImpactOf, PlannedObject, plan_erasure
 from lineage.storage import s3_client
 
 
@@ -70,6 +70,7 @@ def erase(
     *,
     request: str,
     actor: str,
+    impact_of: ImpactOf,
     dry_run: bool = False,
     out_dir: Path | None = None,
 ) -> Erasure:
@@ -79,7 +80,7 @@ def erase(
             "pass --request (e.g. the ticket of the patient's request) and --actor",
         )
     started = utc_now()
-    plan = plan_erasure(settings, patient_id)
+    plan = plan_erasure(settings, patient_id, impact_of=impact_of)
     if dry_run:
         return Erasure(request, actor, plan, True, None, [], [], started, utc_now(), {})
     s3 = s3_client(settings)

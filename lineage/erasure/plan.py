@@ -5,8 +5,9 @@ pointer, the `.dir` listing and the manifest in the DVC remote), so a version no
 on is found too. A patient's record names its file; the listing names the object holding its
 bytes (by md5). An object another patient's record also uses (identical bytes) is kept and
 reported, never deleted. Models trained on the patient's data, their aliases and running
-endpoints come from the audits (`impact`). Local copies are found by content under
-`LINEAGE_HOME` (job directories and their DVC caches).
+endpoints come from the audits (`lineage.audit.queries.impact`, passed in by the caller: the
+audits read the erasure log, so the erasure sits below them). Local copies are found by
+content under `LINEAGE_HOME` (job directories and their DVC caches).
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import hashlib
 import json
 import tempfile
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from botocore.exceptions import ClientError
 
 from lineage import manifest
-from lineage.audit.queries import Impact, impact
 from lineage.config import Settings
 from lineage.consent.store import ConsentStore
 from lineage.dvcremote import DvcRemote
@@ -37,6 +38,31 @@ from lineage.storage import s3_client
 
 class ErasureError(LineageError):
     """An erasure cannot be planned or carried out as asked."""
+
+
+class AffectedModel(Protocol):
+    @property
+    def model(self) -> str: ...  # NAME/VERSION
+
+
+class Affected(Protocol):
+    """What the audits say a patient's data reached (`lineage.audit.queries.Impact`)."""
+
+    @property
+    def models(self) -> Sequence[AffectedModel]: ...
+
+    @property
+    def aliases(self) -> list[str]: ...
+
+    @property
+    def endpoints(self) -> list[dict[str, str]]: ...
+
+
+class ImpactOf(Protocol):
+    """The audits' impact of a patient, as the caller chose to ask it (which runtime's
+    endpoints count): e.g. ``functools.partial(impact, settings, endpoints=running_endpoints)``."""
+
+    def __call__(self, patient_id: str, /) -> Affected: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +113,7 @@ class ErasurePlan:
     objects: list[PlannedObject]  # to delete
     kept: list[PlannedObject]  # shared with another patient's record
     already_erased: list[str]  # md5s erased by an earlier request
-    impact: Impact
+    impact: Affected
     local_files: list[Path]
     unreadable: list[str] = field(default_factory=list)  # other registries' broken versions
 
@@ -107,7 +133,7 @@ class ErasurePlan:
         }
 
 
-def plan_erasure(settings: Settings, patient_id: str) -> ErasurePlan:
+def plan_erasure(settings: Settings, patient_id: str, *, impact_of: ImpactOf) -> ErasurePlan:
     """Everything that holds the patient's data, after checking the erasure is allowed."""
     consent = ConsentStore.from_settings(settings)
     status = consent.status(patient_id)
@@ -163,7 +189,7 @@ def plan_erasure(settings: Settings, patient_id: str) -> ErasurePlan:
         objects=to_delete,
         kept=kept,
         already_erased=already,
-        impact=impact(settings, patient_id),
+        impact=impact_of(patient_id),
         local_files=local_copies(settings.home, to_delete),
         unreadable=unreadable,
     )

@@ -38,15 +38,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from lineage.audit.source import (
+from lineage.config import Settings
+from lineage.errors import LineageError
+from lineage.index.source import (
     AuditError,
     ModelData,
     model_data,
     read_manifest,
     registered_versions,
 )
-from lineage.config import Settings
-from lineage.errors import LineageError
 from lineage.manifest import ManifestRow
 from lineage.registry import get_run
 from lineage.sqlstore import SqlStore

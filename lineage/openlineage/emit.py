@@ -105,7 +105,7 @@ class EventSink:
                     self._client = OpenLineageClient()
                 self._client.emit(event)
                 outcome.append(None)
-            except Exception as exc:  # any transport failure: the job must not care
+            except Exception as exc:  # noqa: BLE001 - any transport failure: the job must not care
                 outcome.append(f"{exc.__class__.__name__}: {exc}")
 
         worker = threading.Thread(target=attempt, daemon=True, name="openlineage-emit")

@@ -47,8 +47,8 @@ from openlineage.client.facet_v2 import (
     source_code_location_job,
 )
 
-from lineage import __version__
 from lineage.redact import redact_url
+from lineage.version import __version__
 
 PRODUCER = f"https://github.com/model-lineage/model-lineage/tree/{__version__}"
 FACET_SCHEMA = "https://model-lineage.dev/spec/facets/1-0-0/ModelLineageFacet.json"

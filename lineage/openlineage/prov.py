@@ -86,7 +86,9 @@ def _link(checks: list[dict[str, Any]], link: str) -> dict[str, str]:
     return {f"{PREFIX}:link": link, f"{PREFIX}:checks": link_checks(checks, link)}
 
 
-def build(chain: ChainFacts) -> ProvDocument:
+def build(
+    chain: ChainFacts,
+) -> ProvDocument:  # long: the PROV document's records in chain order, one place
     doc = ProvDocument()
     doc.add_namespace(PREFIX, NAMESPACE)
     rec, data = chain.record, chain.data

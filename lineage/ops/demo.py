@@ -110,7 +110,7 @@ class Timeline:
         return value
 
 
-def run_demo(
+def run_demo(  # long: the demo's steps in order, read as one story
     settings: Settings,
     options: DemoOptions,
     reporter: Reporter | None = None,

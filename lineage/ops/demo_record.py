@@ -17,13 +17,13 @@ from typing import Any
 from lineage.audit.queries import Exclusion, Impact, audit_excluded, audit_model, impact
 from lineage.audit.report import write_report
 from lineage.config import Settings
-from lineage.consent import registry_csv
+from lineage.consent import cohort, registry_csv
 from lineage.consent.store import ConsentStore
 from lineage.erasure.erase import erase
 from lineage.errors import LineageError
 from lineage.index.store import LineageIndex
 from lineage.ops.demo import CHAMPION, Reporter, Step, Timeline
-from lineage.ops.deploy import deploy
+from lineage.ops.deploy import deploy, running_endpoints
 from lineage.ops.process import ProcessOptions
 from lineage.ops.train import TrainOptions, pipeline, promote
 from lineage.query.verify import verify
@@ -77,7 +77,7 @@ def _ref(version: dict[str, Any]) -> str:
     return f"{training['model_name']}/{training['model_version']}"
 
 
-def run_record_demo(
+def run_record_demo(  # long: the scenario as one story; acts can split later
     settings: Settings,
     options: RecordDemoOptions,
     reporter: Reporter | None = None,
@@ -85,7 +85,6 @@ def run_record_demo(
     stream: bool = False,
 ) -> RecordDemoResult:
     from local.stack import stack_for
-    from processing.sources import synthetic_cxr
 
     timeline = Timeline(reporter)
     result = RecordDemoResult(steps=timeline.steps)
@@ -94,7 +93,7 @@ def run_record_demo(
 
     registry = settings.home / "demo" / "registry.csv"
     registry.parent.mkdir(parents=True, exist_ok=True)
-    registry.write_text(synthetic_cxr.registry_csv())
+    registry.write_text(cohort.registry_csv())
     store = ConsentStore.from_settings(settings)
     run(
         f"consent import {registry.name} ({SOURCE})",
@@ -192,14 +191,20 @@ def run_record_demo(
     out = settings.home / "demo" / "audit-report.html"
     html_path, json_path, verdict = run(
         f"audit report of {name}@{CHAMPION}",
-        lambda: write_report(settings, f"{name}@{CHAMPION}", out),
+        lambda: write_report(settings, f"{name}@{CHAMPION}", out, endpoints=running_endpoints),
         lambda r: str(r[0]),
     )
     result.report = {"html": str(html_path), "json": str(json_path), "verdict": verdict}
     erased_patient = result.withdrawn[0]
     erasure = run(
         f"erase {erased_patient}'s images from every dataset version (request {DEMO_REQUEST})",
-        lambda: erase(settings, erased_patient, request=DEMO_REQUEST, actor=ACTOR),
+        lambda: erase(
+            settings,
+            erased_patient,
+            request=DEMO_REQUEST,
+            actor=ACTOR,
+            impact_of=functools.partial(impact, settings, endpoints=running_endpoints),
+        ),
         lambda e: (
             f"{len(e.deleted_objects)} objects deleted, {len(e.plan.kept)} kept (shared), "
             f"{len(e.deleted_files)} local copies; evidence {e.evidence.get('html')}"
@@ -218,7 +223,7 @@ def run_record_demo(
 
 def _pick_patients(settings: Settings, ref: str) -> list[str]:
     """Three consenting patients from the training split of `ref` (the ones who withdraw)."""
-    audit = audit_model(settings, ref)
+    audit = audit_model(settings, ref, endpoints=running_endpoints)
     chosen = [
         p.patient_id for p in audit.patients if "train" in p.splits and p.consent_now == "granted"
     ][:WITHDRAWALS]
@@ -229,12 +234,14 @@ def _pick_patients(settings: Settings, ref: str) -> list[str]:
 
 def _withdraw(settings: Settings, store: ConsentStore, patient: str) -> Impact:
     store.record(patient, "withdraw", actor=ACTOR, reason="demo: patient request")
-    return impact(settings, patient)
+    return impact(settings, patient, endpoints=running_endpoints)
 
 
 def _excluded_all(settings: Settings, patients: list[str], ref: str) -> Exclusion:
     """One exclusion verdict over several patients (each since their own withdrawal)."""
-    verdicts = [audit_excluded(settings, p, model=ref) for p in patients]
+    verdicts = [
+        audit_excluded(settings, p, model=ref, endpoints=running_endpoints) for p in patients
+    ]
     return Exclusion(
         patient_id=", ".join(patients),
         since=min(v.since for v in verdicts),
@@ -247,7 +254,7 @@ def _excluded_all(settings: Settings, patients: list[str], ref: str) -> Exclusio
 
 
 def _consent_check(settings: Settings, ref: str) -> dict[str, Any]:
-    audit = audit_model(settings, ref)
+    audit = audit_model(settings, ref, endpoints=running_endpoints)
     return {
         "model": ref,
         "as_of": audit.model.consent_as_of,

@@ -19,13 +19,15 @@ import httpx
 
 from lineage import contract
 from lineage.config import Settings
+from lineage.contract import tar_directory
 from lineage.errors import LineageError
 from lineage.integrity import checked_run, model_dir_checks, require
 from lineage.record import LineageRecord
 from lineage.registry import mlflow_client, resolve
-from local.runner.training import tar_directory
-from local.stack import process
 
+# The local runtime (local.stack.process, local.runner, local.images) is imported inside the
+# functions that run endpoints here: `lineage sagemaker deploy` uses materialize and
+# deploy_lineage_run without loading the local harness.
 PING_TIMEOUT_S = 120.0
 
 
@@ -99,6 +101,8 @@ class _Server:
 
 
 def _start_process(settings: Settings, port: int, info: dict[str, Any]) -> _Server:
+    from local.stack import process
+
     endpoint_dir, pid_file, log_file = _endpoint_files(settings, port)
     env = {
         **os.environ,
@@ -175,6 +179,7 @@ def deploy(
 ) -> dict[str, Any]:
     """Serve `ref` on `port`: as a local process, or in the inference image (`docker`)."""
     from local.runner.launch import check_runtime
+    from local.stack import process
 
     check_runtime(runtime)
     endpoint_dir, _, _ = _endpoint_files(settings, port)
@@ -248,6 +253,8 @@ def _ports(settings: Settings, port: int | None) -> list[int]:
 
 def stop(settings: Settings, port: int | None = None) -> list[int]:
     """Stop the local endpoint on `port` (all local endpoints when None)."""
+    from local.stack import process
+
     stopped = []
     for each in _ports(settings, port):
         _, pid_file, _ = _endpoint_files(settings, each)
@@ -272,6 +279,8 @@ def running_endpoints(settings: Settings) -> list[dict[str, Any]]:
     An endpoint that runs but cannot say what it serves is an error: an audit that skipped it
     could miss a deployed model.
     """
+    from local.stack import process
+
     found = []
     for port in _ports(settings, None):
         _, pid_file, _ = _endpoint_files(settings, port)
@@ -320,16 +329,28 @@ def invoke(endpoint: str, files: list[Path]) -> list[dict[str, Any]]:
                     f"no endpoint answers at {endpoint} ({exc.__class__.__name__})",
                     "start one with `lineage deploy`",
                 ) from None
-            body = response.json()
-            results.append(
-                {
-                    "file": str(path),
-                    "status": response.status_code,
-                    **(
-                        body
-                        if response.is_success
-                        else {"error": body.get("error"), "detail": body.get("detail")}
-                    ),
-                }
-            )
+            results.append({"file": str(path), "status": response.status_code, **_answer(response)})
     return results
+
+
+ERROR_BODY_LIMIT = 500  # characters of a non-JSON answer kept in the error
+
+
+def _answer(response: httpx.Response) -> dict[str, Any]:
+    """The endpoint's answer as fields of a result: its JSON object when it succeeded, its
+    `error` and `detail` when it did not. A body that is not a JSON object (a proxy's HTML
+    error page, a crashed server's plain text) becomes the error, its text truncated, instead
+    of a traceback from decoding it."""
+    try:
+        body = response.json()
+    except ValueError:  # not JSON, or not UTF-8 text
+        body = None
+    if isinstance(body, dict):
+        return body if response.is_success else {k: body.get(k) for k in ("error", "detail")}
+    text = response.content.decode("utf-8", "replace").strip()
+    if len(text) > ERROR_BODY_LIMIT:
+        text = text[:ERROR_BODY_LIMIT] + "..."
+    return {
+        "error": text or f"HTTP {response.status_code} with an empty body",
+        "detail": "the endpoint's answer is not a JSON object",
+    }

@@ -13,9 +13,6 @@ from lineage.errors import ConfigError
 from lineage.jobspec import ProcessingInput, ProcessingJobSpec, ProcessingOutput, job_name
 from lineage.openlineage.emit import KEEP_DIR, forwarded_env
 from lineage.tracking import DEFAULT_EXPERIMENT
-from local.runner import run_processing
-from local.runner.launch import job_result
-from local.stack import stack_for
 
 DEFAULT_REPO = "datasets"
 PATTERNS = ("dataset", "record")
@@ -95,6 +92,11 @@ def build_spec(
 
 def process(settings: Settings, options: ProcessOptions, *, stream: bool = True) -> dict[str, Any]:
     """Run the processing job; return its result (tag, commit, md5, counts, ...)."""
+    # the local runtime, imported here: `lineage sagemaker` uses this module's build_spec
+    from local.runner import run_processing
+    from local.runner.launch import job_result
+    from local.stack import stack_for
+
     if options.pattern not in PATTERNS:
         raise ConfigError(f"unknown pattern {options.pattern!r}", "use dataset or record")
     stack = stack_for(settings)

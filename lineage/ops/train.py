@@ -18,8 +18,6 @@ from lineage.openlineage.emit import KEEP_DIR, forwarded_env
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions, process
 from lineage.registry import parse_model_ref
 from lineage.tracking import DEFAULT_EXPERIMENT, fail_unfinished_runs
-from local.runner import run_training
-from local.runner.launch import job_result
 
 log = logging.getLogger("lineage.train")
 
@@ -84,6 +82,10 @@ def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> Trai
 
 
 def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> dict[str, Any]:
+    # the local runtime, imported here: `lineage sagemaker` uses this module's build_spec
+    from local.runner import run_training
+    from local.runner.launch import job_result
+
     if options.pretrained.lower() not in ("none", "torchvision"):
         path = Path(options.pretrained)
         if not path.exists():
@@ -146,7 +148,7 @@ def index_version(settings: Settings, result: dict[str, Any]) -> bool:
             str(result["model_version"]),
             result["run_id"],
         )
-    except Exception as exc:  # never fail a registered model for the index
+    except Exception as exc:  # noqa: BLE001 - never fail a registered model for the index
         log.warning("the lineage index was not updated (%s); run `lineage index rebuild`", exc)
         return False
     return True

@@ -1,7 +1,9 @@
 """`reproduce`: can we rebuild the model we deployed six months ago, byte for byte on the data
 side? A fresh clone at the recorded commit, `dvc pull`, every byte re-hashed; with
 ``retrain``, the training job again on that data with the recorded hyperparameters and seed,
-and its metrics compared with the original run's, epoch by epoch.
+and its metrics compared with the original run's, epoch by epoch. Training is an operation,
+so the retraining step is given by the caller (`Retrainer`; `lineage.ops.reproduce` gives
+the training job's, and is what `lineage reproduce` and `lineage.reproduce` run).
 
 Equal on CPU (the training job is deterministic there for a fixed seed); on a GPU, cuDNN
 kernels are not bit-reproducible, so accuracies may differ by up to `GPU_TOLERANCE`.
@@ -13,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lineage import datarepo
 from lineage.config import Settings
@@ -22,7 +24,7 @@ from lineage.erasure import erased_objects, summarize_erased
 from lineage.errors import LineageError
 from lineage.query.chain import Check, RecordedData, agree, locate, recorded_data
 from lineage.redact import redact_url
-from lineage.registry import RunRecord, metric_history, mlflow_client
+from lineage.registry import mlflow_client
 from lineage.storage import s3_client
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -49,6 +51,13 @@ class Retraining:
     @property
     def ok(self) -> bool:
         return self.erased_records > 0 or all(m.ok for m in self.metrics)
+
+
+class Retrainer(Protocol):
+    """Train again on the verified data with the run's recorded hyperparameters and compare
+    the metrics; `erased` is the number of records an erasure removed since."""
+
+    def __call__(self, client: Any, data: RecordedData, erased: int, /) -> Retraining: ...
 
 
 @dataclass(frozen=True)
@@ -103,10 +112,8 @@ def reproduce(
     model: str | None = None,
     run_id: str | None = None,
     directory: Path | None = None,
-    retrain: bool = False,
+    retrain: Retrainer | None = None,
     repo_url: str | None = None,
-    pretrained: str | None = None,
-    stream: bool = False,
 ) -> Reproduction:
     client = mlflow_client(settings.mlflow_uri)
     version, run = locate(client, model=model, run_id=run_id)
@@ -149,13 +156,13 @@ def reproduce(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     retraining = None
-    if retrain:
+    if retrain is not None:
         if not all(c.ok for c in checks):
             raise LineageError(
                 "the data does not match the record, so retraining would not reproduce the model",
                 "fix the failed checks first (run without --retrain to see them)",
             )
-        retraining = _retrain(settings, client, data, pretrained, stream, len(verified.erased))
+        retraining = retrain(client, data, len(verified.erased))
     return Reproduction(
         model=None if version is None else version.ref,
         run_id=run.run_id,
@@ -170,82 +177,3 @@ def reproduce(
         retraining=retraining,
         erased=verified.erased,
     )
-
-
-def _retrain(
-    settings: Settings,
-    client: Any,
-    data: RecordedData,
-    pretrained: str | None,
-    stream: bool,
-    erased: int = 0,
-) -> Retraining:
-    from lineage.ops.train import TrainOptions, train
-
-    run = data.run
-    if run.params.get("pretrained") == "True" and not pretrained:
-        raise LineageError(
-            f"run {run.run_id} started from pretrained weights",
-            "pass the same weights file with --pretrained PATH to retrain",
-        )
-    result = train(
-        settings,
-        TrainOptions(
-            tag=data.tag,
-            epochs=int(run.param("epochs")),
-            learning_rate=float(run.param("learning_rate")),
-            batch_size=int(run.param("batch_size")),
-            image_size=int(run.param("image_size")),
-            seed=int(run.param("seed")),
-            model_name=run.tags.get("model_name") or None,
-            pretrained=pretrained or "none",
-            repo_url=data.repo_url,
-            experiment=_experiment_name(client, run),
-            register=False,
-            reproduces=run.run_id,
-            # the same number of hosts: each host's shard, hence every step, depends on it
-            instance_count=int(run.params.get("instance_count") or 1),
-        ),
-        stream=stream,
-    )
-    again = str(result["run_id"])
-    device = str(result.get("device", "cpu"))
-    exact = device == "cpu" and run.params.get("device", "cpu") == "cpu"
-    comparisons = [
-        _compare(
-            name,
-            metric_history(client, run.run_id, name),
-            metric_history(client, again, name),
-            exact,
-        )
-        for name in EPOCH_METRICS
-    ]
-    reproduced_run = client.get_run(again)
-    for name in FINAL_METRICS:
-        if name in run.metrics:
-            comparisons.append(
-                _compare(
-                    name,
-                    [run.metrics[name]],
-                    [float(reproduced_run.data.metrics.get(name, float("nan")))],
-                    exact,
-                )
-            )
-    return Retraining(again, device, comparisons, erased)
-
-
-def _experiment_name(client: Any, run: RunRecord) -> str:
-    return str(client.get_experiment(run.experiment_id).name)
-
-
-def _compare(name: str, original: list[float], again: list[float], exact: bool) -> MetricComparison:
-    if exact:
-        tolerance = 0.0
-    elif "accuracy" in name:
-        tolerance = GPU_TOLERANCE
-    else:
-        tolerance = 0.05 * max((abs(v) for v in original), default=0.0)
-    ok = len(original) == len(again) and all(
-        abs(a - b) <= tolerance for a, b in zip(original, again, strict=True)
-    )
-    return MetricComparison(name, original, again, tolerance, ok)

@@ -212,7 +212,7 @@ def _endpoint_checks(served: dict[str, Any], data: RecordedData) -> list[Check]:
     return checks
 
 
-def _data_link(
+def _data_link(  # long: the data checks in chain order, each made in place
     settings: Settings, client: Any, data: RecordedData, tmp: Path
 ) -> tuple[DataLink, list[Check]]:
     checks: list[Check] = []

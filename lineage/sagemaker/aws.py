@@ -14,19 +14,15 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
-from lineage.errors import ConfigError, LineageError
+from lineage.errors import ConfigError
+from lineage.sagemaker.errors import AWS_FAILURES, error_code, failure
 
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 ECR_IMAGE = re.compile(
     r"^(?P<registry>\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?)/(?P<repository>[^:@]+)"
     r"(?::(?P<tag>[\w.-]+))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
-
-
-class AwsError(LineageError):
-    """An AWS call failed; the message names the call and the next step."""
 
 
 def session(region: str | None) -> boto3.session.Session:
@@ -39,26 +35,16 @@ def client(aws: boto3.session.Session, service: str) -> Any:
     return factory(service, config=Config(retries={"max_attempts": 5, "mode": "standard"}))
 
 
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def call(what: str, hint: str, function: Any, **kwargs: Any) -> Any:
-    """One AWS call; a failure becomes an `AwsError` naming the call and the next step."""
+    """One AWS call; a failure becomes an `AwsError` naming the call, AWS's code and message,
+    and the next step. No retry of our own: the client's standard mode has retried what is
+    transient, and creating calls are not safely repeatable (a lost answer to a create that
+    succeeded would come back as "already exists"). Pollers retry reads themselves
+    (`lineage.sagemaker.polling.retry_call`)."""
     try:
         return function(**kwargs)
-    except ClientError as exc:
-        message = exc.response.get("Error", {}).get("Message", "")
-        raise AwsError(f"{what} failed: {error_code(exc)} {message}".strip(), hint) from None
-    except ParamValidationError as exc:
-        raise AwsError(
-            f"{what} was refused before sending: {exc}",
-            "the request is malformed: please report this as a bug",
-        ) from None
-    except BotoCoreError as exc:
-        raise AwsError(
-            f"{what} failed: {exc}", "check AWS credentials, region and network"
-        ) from None
+    except AWS_FAILURES as exc:
+        raise failure(what, exc, hint) from None
 
 
 def check_role(role: str | None) -> str:
@@ -78,14 +64,15 @@ def check_bucket(s3: Any, bucket: str | None) -> str:
         raise ConfigError("no bucket", "pass --bucket with an S3 bucket the role can write")
     try:
         s3.head_bucket(Bucket=bucket)
-    except ClientError as exc:
+    except AWS_FAILURES as exc:
         code = error_code(exc)
         if code in ("404", "NoSuchBucket", "NotFound"):
             raise ConfigError(
                 f"bucket {bucket} does not exist", f"create it (aws s3 mb s3://{bucket})"
             ) from None
-        raise AwsError(
-            f"cannot use bucket {bucket}: {code}",
+        raise failure(
+            f"HeadBucket {bucket}",
+            exc,
             "check that your credentials (and the role) may read and write it",
         ) from None
     return bucket
@@ -113,15 +100,15 @@ def check_image(ecr_for: Any, image: str) -> str:
             repositoryName=match["repository"],
             imageIds=[image_id],
         )
-    except ClientError as exc:
+    except AWS_FAILURES as exc:
         if error_code(exc) in ("ImageNotFoundException", "RepositoryNotFoundException"):
             raise ConfigError(
                 f"image {image} is not in ECR",
                 "build and push it: make images REGISTRY=... TAG=... && make push REGISTRY=... "
                 "TAG=...",
             ) from None
-        raise AwsError(
-            f"cannot check {image} in ECR: {error_code(exc)}", "check ecr:DescribeImages permission"
+        raise failure(
+            f"DescribeImages {image}", exc, "check the ecr:DescribeImages permission"
         ) from None
     details = found.get("imageDetails") or []
     return str(details[0].get("imageDigest", "")) if details else ""

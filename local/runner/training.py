@@ -7,13 +7,12 @@ import json
 import os
 import shutil
 import socket
-import tarfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from lineage import contract
-from lineage.contract import RENDEZVOUS_ADDRESS_ENV, RENDEZVOUS_PORT_ENV
+from lineage.contract import RENDEZVOUS_ADDRESS_ENV, RENDEZVOUS_PORT_ENV, tar_directory
 from lineage.credentials import write_private
 from lineage.jobspec import TrainingJobSpec
 from local.runner.hosts import HostLaunch, failure_reason, launch_hosts
@@ -46,15 +45,6 @@ def prepare_base_dir(
     for directory in (paths.model_dir, paths.checkpoint_dir, paths.output_data_dir):
         directory.mkdir(parents=True, exist_ok=True)
     return base
-
-
-def tar_directory(source: Path, target: Path) -> Path:
-    """Tar the *contents* of `source` (no leading dir), following symlinks, like SageMaker."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(target, "w:gz", dereference=True) as archive:
-        for child in sorted(source.iterdir()):
-            archive.add(child, arcname=child.name)
-    return target
 
 
 def run_training(

@@ -243,7 +243,7 @@ class LocalStack:
             try:
                 s3_client(self.settings, timeout=HEALTH_TIMEOUT).list_buckets()
                 healthy: bool | None = True
-            except Exception:
+            except Exception:  # noqa: BLE001 - a health check: any failure is unhealthy
                 healthy = False
         else:
             url = self.settings.mlflow_uri

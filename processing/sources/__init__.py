@@ -96,7 +96,7 @@ def _materialize(location: str, input_dir: Path, *, single_file: bool) -> Path:
                 count += 1
     except PathContainmentError as exc:
         raise SourceError(f"{exc.message}; {exc.hint}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any S3 read error is a SourceError
         raise SourceError(f"cannot read {location}: {exc}") from None
     if count == 0:
         raise SourceError(f"no objects under {location}")

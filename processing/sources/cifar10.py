@@ -54,7 +54,7 @@ def download(target_dir: Path) -> Path:
 
     try:
         download_url(CIFAR10_URL, str(target_dir), TARBALL_NAME, CIFAR10_MD5)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any download failure gets the offline instructions
         raise SourceError(
             f"cannot download CIFAR-10 ({exc.__class__.__name__}: {exc}); on a machine without "
             "internet pass the official tarball with --source cifar10:PATH (local or s3://)"

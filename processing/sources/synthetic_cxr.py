@@ -18,74 +18,48 @@ Write a copy to disk with ``python -m processing.sources.synthetic_cxr --out DIR
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
-import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from lineage.consent.registry_csv import COLUMNS as REGISTRY_COLUMNS
+# The cohort itself (who, which scans, which label, whose consent) is lineage's, so that the
+# record demo can import its consent registry without importing this job package.
+from lineage.consent.cohort import (
+    DEFAULT_PATIENTS,
+    DEFAULT_SEED,
+    LABELS,
+    WITHDRAWN_SHARE,
+    consent_status,
+    registry_csv,
+    scans,
+)
+from lineage.consent.cohort import CohortScan as SyntheticScan
+from lineage.consent.cohort import cohort_rng as _rng
 from processing.sources.base import SourceRecord
 
-LABELS = ("normal", "tuberculosis")
-DEFAULT_PATIENTS = 240
-DEFAULT_SEED = 7
+__all__ = [
+    "DEFAULT_PATIENTS",
+    "DEFAULT_SEED",
+    "IMAGE_SIZE",
+    "LABELS",
+    "WITHDRAWN_SHARE",
+    "SyntheticScan",
+    "consent_status",
+    "image",
+    "load",
+    "registry_csv",
+    "render",
+    "scans",
+    "write",
+]
+
 IMAGE_SIZE = 128
-WITHDRAWN_SHARE = 0.05  # patients whose registry row says "withdrawn" from the start
 
 
-@dataclass(frozen=True)
-class SyntheticScan:
-    patient_id: str
-    scan_id: str
-    label: str
-    patient_index: int
-    scan_index: int  # 0..2 within the patient
-    seed: int
-
-    @property
-    def file_path(self) -> str:
-        return f"images/{self.scan_id}.png"
-
-    def image(self) -> Image.Image:
-        return render(self.seed, self.patient_index, self.scan_index, self.label)
-
-
-def _rng(*parts: object) -> np.random.Generator:
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-def scans(patients: int = DEFAULT_PATIENTS, seed: int = DEFAULT_SEED) -> list[SyntheticScan]:
-    """The cohort: patient i has 1-3 scans and one diagnosis (about 40% tuberculosis)."""
-    out = []
-    counter = 0
-    for index in range(1, patients + 1):
-        rng = _rng(seed, "patient", index)
-        label = LABELS[1] if rng.random() < 0.4 else LABELS[0]
-        for scan_index in range(int(rng.integers(1, 4))):
-            counter += 1
-            out.append(
-                SyntheticScan(
-                    patient_id=f"PAT-{index:05d}",
-                    scan_id=f"PAT-{index:05d}-SCAN-{counter:04d}",
-                    label=label,
-                    patient_index=index,
-                    scan_index=scan_index,
-                    seed=seed,
-                )
-            )
-    return out
-
-
-def consent_status(seed: int, patient_id: str) -> str:
-    return (
-        "withdrawn" if _rng(seed, "consent", patient_id).random() < WITHDRAWN_SHARE else "granted"
-    )
+def image(scan: SyntheticScan) -> Image.Image:
+    return render(scan.seed, scan.patient_index, scan.scan_index, scan.label)
 
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -160,7 +134,7 @@ def load(patients: int = DEFAULT_PATIENTS, seed: int = DEFAULT_SEED) -> list[Sou
     for scan in scans(patients, seed):
 
         def loader(s: SyntheticScan = scan) -> Image.Image:
-            return s.image()
+            return image(s)
 
         records.append(
             SourceRecord(
@@ -168,17 +142,6 @@ def load(patients: int = DEFAULT_PATIENTS, seed: int = DEFAULT_SEED) -> list[Sou
             )
         )
     return records
-
-
-def registry_csv(patients: int = DEFAULT_PATIENTS, seed: int = DEFAULT_SEED) -> str:
-    """The consent registry that matches the cohort, in the reference sample's columns."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(REGISTRY_COLUMNS)
-    for scan in scans(patients, seed):
-        status = consent_status(seed, scan.patient_id)
-        writer.writerow((scan.patient_id, scan.scan_id, scan.file_path, scan.label, status))
-    return buffer.getvalue()
 
 
 def write(
@@ -190,7 +153,7 @@ def write(
     """Write images and ``registry.csv`` under `out` (the layout ``cxr:PATH`` reads)."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     for scan in scans(patients, seed):
-        scan.image().save(out / scan.file_path, format="PNG", compress_level=6)
+        image(scan).save(out / scan.file_path, format="PNG", compress_level=6)
         on_image(1)
     registry = out / "registry.csv"
     registry.write_text(registry_csv(patients, seed))

@@ -173,7 +173,7 @@ def test_inference_image_serves_like_the_process_and_stops_on_sigterm(
 ) -> None:
     ref = f"{trained['model_name']}/{trained['model_version']}"
     ports = {runtime: free_port_block(1) for runtime in ("process", "docker")}
-    answers = {}
+    answers: dict[str, Any] = {}
     files = [str(p) for p in digit_images(tmp_path, 4)]
     try:
         for runtime, port in ports.items():

@@ -81,7 +81,7 @@ class Champion:
     name: str
     version: str
     tag: str
-    result: dict[str, object]
+    result: dict[str, Any]
 
 
 @pytest.fixture(scope="session")

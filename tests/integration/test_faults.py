@@ -202,8 +202,10 @@ def test_mlflow_dying_during_registration_registers_nothing(faults: FaultStack) 
     assert "stopped answering" in out.stderr and "MLflow" in out.stderr
     client = MlflowClient(faults.settings.mlflow_uri)
     assert client.search_model_versions(f"name = '{repo}'") == []
+    experiment = client.get_experiment_by_name("model-lineage")
+    assert experiment is not None
     runs = client.search_runs(
-        [client.get_experiment_by_name("model-lineage").experiment_id],
+        [experiment.experiment_id],
         filter_string=f"tags.model_name = '{repo}'",
     )
     assert runs and all(r.info.status != "FINISHED" for r in runs)

@@ -24,9 +24,9 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from lineage.transforms import preprocess
-from tests.conftest import free_port_block, run_cli
+from tests.conftest import RunningStack, free_port_block, run_cli
 from tests.helpers import digit_images, wait_http
-from tests.integration.conftest import Champion, RunningStack
+from tests.integration.conftest import Champion
 
 pytestmark = pytest.mark.integration
 

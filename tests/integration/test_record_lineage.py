@@ -21,6 +21,7 @@ from lineage import manifest
 from lineage.audit.queries import audit_excluded, audit_record, impact
 from lineage.config import Settings
 from lineage.consent.anchor import ConsentAnchor
+from lineage.ops.deploy import running_endpoints
 from lineage.storage import s3_client
 from tests.conftest import RunningStack, free_port_block, run_cli
 from tests.helpers import checkout_with_plain_dvc, ok
@@ -225,14 +226,18 @@ def test_index_and_full_scan_agree_on_every_question(scenario: Scenario) -> None
     patients = [*scenario.withdrawn, "PAT-00001", "PAT-00002", "PAT-99999"]
     for patient in patients:
         for question in (audit_record, impact):
-            indexed = question(settings, patient).to_json()
-            scanned = question(settings, patient, scan=True).to_json()
+            indexed = question(settings, patient, endpoints=running_endpoints).to_json()
+            scanned = question(settings, patient, endpoints=running_endpoints, scan=True).to_json()
             assert indexed["source"] == "index" and scanned["source"] == "scan"
             assert _without_source(indexed) == _without_source(scanned), question
         for ref in (scenario.ref("v1.0"), scenario.ref("v2.0")):
-            indexed = audit_excluded(settings, patient, "2026-01-01", model=ref).to_json()
-            scanned = audit_excluded(settings, patient, "2026-01-01", model=ref, scan=True)
-            assert _without_source(indexed) == _without_source(scanned.to_json())
+            indexed = audit_excluded(
+                settings, patient, "2026-01-01", model=ref, endpoints=running_endpoints
+            ).to_json()
+            scanned = audit_excluded(
+                settings, patient, "2026-01-01", model=ref, endpoints=running_endpoints, scan=True
+            ).to_json()
+            assert _without_source(indexed) == _without_source(scanned)
     for ref in (scenario.ref("v1.0"), scenario.ref("v2.0")):
         indexed = cli(scenario, "audit", "model", ref)
         scanned = cli(scenario, "audit", "model", ref, "--scan")

@@ -33,7 +33,9 @@ from lineage.ops.process import ProcessOptions
 from lineage.ops.process import build_spec as build_processing_spec
 from lineage.ops.train import TrainOptions
 from lineage.ops.train import build_spec as build_training_spec
-from lineage.sagemaker.launcher import Launcher, SageMakerConfig, failure_message
+from lineage.sagemaker.jobs import SageMakerConfig
+from lineage.sagemaker.launcher import Launcher
+from lineage.sagemaker.polling import failure_message
 from local.runner.processing import prepare_base_dir as prepare_processing
 from local.runner.training import prepare_base_dir as prepare_training
 from tests.conftest import RunningStack, free_port_block, run_cli
@@ -57,7 +59,8 @@ class Moto:
     bucket: str
 
     def client(self, service: str) -> Any:
-        return boto3.client(
+        make: Any = boto3.client  # the service is a run-time string: no stub overload matches
+        return make(
             service,
             endpoint_url=self.url,
             region_name=REGION,
@@ -69,7 +72,8 @@ class Moto:
         """Every recorded request. Moto's recorder writes an entry and its newline in two
         calls, so concurrent requests (boto3's multipart upload of a model.tar.gz over 8 MB)
         can put two entries on one line: read them as a stream of JSON values."""
-        text, decoder, found, at = self.recording.read_text(), json.JSONDecoder(), [], 0
+        found: list[Any] = []
+        text, decoder, at = self.recording.read_text(), json.JSONDecoder(), 0
         while True:
             while at < len(text) and text[at].isspace():
                 at += 1

@@ -32,9 +32,9 @@ from local.runner import run_training
 from local.runner.launch import job_env
 from local.runner.training import prepare_base_dir
 from processing.publish import DatasetRepo
-from tests.conftest import run_cli
+from tests.conftest import RunningStack, run_cli
 from tests.helpers import checkout_with_plain_dvc, ok, remote_refs
-from tests.integration.conftest import RunningStack, run_pipeline
+from tests.integration.conftest import run_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +109,7 @@ def test_dataset_input_digest_is_the_full_dvc_md5(
     running_stack: RunningStack, trained: Trained, tmp_path: Path
 ) -> None:
     run = MlflowClient(running_stack.settings.mlflow_uri).get_run(trained.training["run_id"])
+    assert run.inputs is not None
     inputs = run.inputs.dataset_inputs
     assert len(inputs) == 1
     dataset_dir = checkout_with_plain_dvc(running_stack, trained.url, trained.tag, tmp_path / "c")

@@ -7,6 +7,7 @@ import socket
 import threading
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -27,7 +28,10 @@ def test_shards_are_distributed_samplers_padded_split_of_the_same_permutation(
     assert len({len(s) for s in shards}) == 1  # every host runs the same number of steps
     assert set(torch.cat(shards).tolist()) == set(range(n))  # every image is seen
     for rank, mine in enumerate(shards):
-        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False)
+        indices: Any = range(n)  # the sampler only asks a dataset for its length
+        sampler: DistributedSampler[int] = DistributedSampler(
+            indices, num_replicas=world, rank=rank, shuffle=False
+        )
         assert mine.tolist() == permutation[list(sampler)].tolist()
 
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import hcl2
 import pytest
@@ -21,12 +22,12 @@ from tests.conftest import REPO_ROOT
 TARGETS = ["processing", "training", "inference"]
 
 
-def _bake() -> dict:
+def _bake() -> dict[str, Any]:
     with (REPO_ROOT / "docker-bake.hcl").open() as handle:
         return hcl2.load(handle)
 
 
-def _names(blocks: list[dict]) -> dict[str, dict]:
+def _names(blocks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {name.strip('"'): body for block in blocks for name, body in block.items()}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 
-from lineage.audit.source import ModelData
+from lineage.index.source import ModelData
 from lineage.index.store import IndexSource, LineageIndex
 from lineage.manifest import ManifestRow
 

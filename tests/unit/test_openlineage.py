@@ -216,7 +216,7 @@ def test_a_chain_that_fails_a_check_is_not_exported(monkeypatch: pytest.MonkeyPa
 
 
 def test_sagemaker_jobs_get_the_catalogue_settings_but_no_credentials() -> None:
-    from lineage.sagemaker.launcher import public_openlineage_env
+    from lineage.sagemaker.jobs import public_openlineage_env
 
     env = {
         "OPENLINEAGE_URL": "https://marquez.example:5000",

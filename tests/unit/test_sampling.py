@@ -9,7 +9,7 @@ from PIL import Image
 
 from lineage.consent.snapshot import Snapshot
 from processing.job import _consent_filter
-from processing.sampling import SamplingError, assign, assign_by_patient
+from processing.sampling import Assignment, SamplingError, assign, assign_by_patient
 from processing.sources.base import SourceRecord
 
 
@@ -27,7 +27,7 @@ def records(per_class: dict[str, int], official_test: int = 0) -> list[SourceRec
 SOURCE = records({"a": 180, "b": 95, "c": 40})
 
 
-def split_ids(result: list, split: str | None = None) -> set[str]:
+def split_ids(result: list[Assignment], split: str | None = None) -> set[str]:
     return {a.record.record_id for a in result if split is None or a.split == split}
 
 
