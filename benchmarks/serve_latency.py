@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inference.backends import TorchBackend, cpu_threads
 from inference.model import load_model_dir
 from inference.serve import model_threads
+from lineage import contract
 from lineage.onnxmodel import OnnxModel
 from lineage.transforms import to_array
 
@@ -201,16 +202,20 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     rows[f"bare torch ({cpu_threads()} threads)"] = bare(
         TorchBackend(
-            args.model_dir / "weights.pt", len(model.classes), cpu_threads()
+            args.model_dir / contract.MODEL_WEIGHTS_FILE, len(model.classes), cpu_threads()
         ).probabilities,
         one,
         args.requests,
     )
     rows[f"bare onnxruntime ({threads} thread)"] = bare(
-        OnnxModel(args.model_dir / "model.onnx", threads).probabilities, one, args.requests
+        OnnxModel(args.model_dir / contract.MODEL_ONNX_FILE, threads).probabilities,
+        one,
+        args.requests,
     )
     rows[f"bare onnxruntime ({cpu_threads()} threads)"] = bare(
-        OnnxModel(args.model_dir / "model.onnx", cpu_threads()).probabilities, one, args.requests
+        OnnxModel(args.model_dir / contract.MODEL_ONNX_FILE, cpu_threads()).probabilities,
+        one,
+        args.requests,
     )
 
     port = free_port()

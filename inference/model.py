@@ -89,8 +89,8 @@ def load_model_dir(model_dir: Path, threads: int = 1) -> LoadedModel:
     if not torch_available():
         raise ModelDirError(
             f"{model_dir} has no {ONNX_FILE} (the model was registered before the training job "
-            "exported ONNX) and this image has no torch to serve weights.pt: retrain the model "
-            "with this version of `lineage train`, or serve it where torch is installed "
+            f"exported ONNX) and this image has no torch to serve {WEIGHTS_FILE}: retrain the "
+            "model with this version of `lineage train`, or serve it where torch is installed "
             "(`lineage deploy --runtime process`)"
         )
     try:

@@ -21,8 +21,18 @@ BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
 MESSAGE_LIMIT = 1024  # SageMaker keeps the first 1 KiB of the exit message / failure reason
 
+# Container paths a job description names (the platform creates them in the container).
+PROCESSING_DIR = f"{DEFAULT_BASE_DIR}/processing/"  # every Processing LocalPath lies under it
+PROCESSING_INPUT_DIR = f"{PROCESSING_DIR}input"  # ProcessingInput i: PROCESSING_INPUT_DIR/<i>
+PROCESSING_OUTPUT_DIR = f"{PROCESSING_DIR}output"
+CHECKPOINT_DIR = f"{DEFAULT_BASE_DIR}/checkpoints"  # CheckpointConfig's LocalPath
+MODEL_ARCHIVE = "model.tar.gz"  # /opt/ml/model tarred (a training job's model, a deploy's)
+OUTPUT_ARCHIVE = "output.tar.gz"  # /opt/ml/output/data tarred
+
 # What our jobs leave for the runner and the server (names shared by writer and reader).
+PROCESSING_RESULT_OUTPUT = "lineage"  # the ProcessingOutput that carries the job's result
 PROCESSING_RESULT_DIR = "lineage"  # under /opt/ml/processing/output: result.json, manifest
+PROCESSING_RESULT_FILE = "result.json"  # in PROCESSING_RESULT_DIR
 TRAINING_RESULT_FILE = "result.json"  # under /opt/ml/output/data (tarred to output.tar.gz)
 MODEL_LINEAGE_FILE = "lineage.json"  # in /opt/ml/model: the model knows its own lineage
 MODEL_WEIGHTS_FILE = "weights.pt"  # in /opt/ml/model: plain state dict for the server

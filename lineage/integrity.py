@@ -93,7 +93,7 @@ def model_dir_checks(run: RunRecord, model_dir: Path, what: str) -> list[Check]:
     checks = [
         agree(
             "model weights",
-            f"sha256 of {what} weights.pt vs the run's record",
+            f"sha256 of {what} {contract.MODEL_WEIGHTS_FILE} vs the run's record",
             record.weights_sha256 or "not recorded",
             actual_weights,
         ),
@@ -109,7 +109,7 @@ def model_dir_checks(run: RunRecord, model_dir: Path, what: str) -> list[Check]:
         checks.append(
             agree(
                 "model onnx",
-                f"sha256 of {what} model.onnx vs the run's record",
+                f"sha256 of {what} {contract.MODEL_ONNX_FILE} vs the run's record",
                 record.onnx_sha256,
                 file_sha256(onnx) if onnx.is_file() else "missing",
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from lineage import contract
 from lineage.errors import ConfigError
 
 PROCESSING_ENV_VALUE_LIMIT = 256  # BOTO ProcessingEnvironmentValue
@@ -90,8 +91,8 @@ class ProcessingJobSpec:
             (o.name, o.local_path) for o in self.outputs
         ]
         for name, local_path in local_paths:
-            if not local_path.startswith("/opt/ml/processing/"):
-                raise ConfigError(f"{name}: LocalPath must begin with /opt/ml/processing/")
+            if not local_path.startswith(contract.PROCESSING_DIR):
+                raise ConfigError(f"{name}: LocalPath must begin with {contract.PROCESSING_DIR}")
 
     @property
     def arn(self) -> str:
@@ -236,7 +237,7 @@ class TrainingJobSpec:
         if self.checkpoint_s3_uri:
             request["CheckpointConfig"] = {
                 "S3Uri": self.checkpoint_s3_uri,
-                "LocalPath": "/opt/ml/checkpoints",
+                "LocalPath": contract.CHECKPOINT_DIR,
             }
         return request
 

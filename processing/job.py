@@ -188,7 +188,9 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
         job_run.outputs = [
             ol.dataset_version(repo_url, published.dataset_md5, _dataset_facts(result), output=True)
         ]
-        (out_dir / "result.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+        (out_dir / contract.PROCESSING_RESULT_FILE).write_text(
+            json.dumps(asdict(result), indent=2) + "\n"
+        )
         _step(f"published {tag} -> {published.commit[:12]} ({result.seconds:.1f}s)")
         return result
 

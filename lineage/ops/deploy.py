@@ -59,7 +59,7 @@ def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> dict[str, A
         lineage = served.to_json()
         if endpoint_dir.exists():
             shutil.rmtree(endpoint_dir)
-        tarball = tar_directory(local, endpoint_dir / "model.tar.gz")
+        tarball = tar_directory(local, endpoint_dir / contract.MODEL_ARCHIVE)
     model_dir = endpoint_dir / "opt" / "ml" / "model"
     model_dir.mkdir(parents=True)
     with tarfile.open(tarball) as archive:

@@ -74,16 +74,16 @@ def build_spec(
             ProcessingInput(
                 contract.CONSENT_INPUT_NAME,
                 consent_source,
-                f"/opt/ml/processing/input/{contract.CONSENT_INPUT_NAME}",
+                f"{contract.PROCESSING_INPUT_DIR}/{contract.CONSENT_INPUT_NAME}",
             )
         ]
         if consent_source
         else [],
         outputs=[
             ProcessingOutput(
-                "lineage",
-                "/opt/ml/processing/output/lineage",
-                f"s3://{settings.dvc_bucket}/jobs/{name}/output/lineage",
+                contract.PROCESSING_RESULT_OUTPUT,
+                f"{contract.PROCESSING_OUTPUT_DIR}/{contract.PROCESSING_RESULT_DIR}",
+                f"s3://{settings.dvc_bucket}/jobs/{name}/output/{contract.PROCESSING_RESULT_OUTPUT}",
             )
         ],
         region=settings.aws_region,
@@ -114,7 +114,7 @@ def process(settings: Settings, options: ProcessOptions, *, stream: bool = True)
             stream=stream,
         )
     lineage_dir = outcome.output_dir / contract.PROCESSING_RESULT_DIR
-    result = job_result(outcome, "processing", lineage_dir / "result.json")
+    result = job_result(outcome, "processing", lineage_dir / contract.PROCESSING_RESULT_FILE)
     if (lineage_dir / KEEP_DIR).is_dir():  # the OpenLineage events it produced, for replay
         result["openlineage_events"] = str(lineage_dir / KEEP_DIR)
     return result

@@ -112,7 +112,7 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
         for run_id in fail_unfinished_runs(settings.mlflow_uri, spec.name):
             log.warning("run %s of the failed job %s marked FAILED", run_id, spec.name)
     result = job_result(outcome, "training", result_file)
-    result["model_artifact"] = str(outcome.job_dir / "output" / "model.tar.gz")
+    result["model_artifact"] = str(outcome.model_archive)
     kept = contract.TrainingPaths(outcome.base_dir).output_data_dir / KEEP_DIR
     if kept.is_dir():  # the OpenLineage events it produced, for replay
         result["openlineage_events"] = str(kept)

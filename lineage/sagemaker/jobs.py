@@ -182,9 +182,11 @@ def training_output(spec: TrainingJobSpec, data: bytes) -> dict[str, Any]:
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         member = archive.extractfile(contract.TRAINING_RESULT_FILE)
         if member is None:
-            raise LineageError(f"{prefix}/output.tar.gz has no {contract.TRAINING_RESULT_FILE}")
+            raise LineageError(
+                f"{prefix}/{contract.OUTPUT_ARCHIVE} has no {contract.TRAINING_RESULT_FILE}"
+            )
         result: dict[str, Any] = json.loads(member.read())
-    result["model_data"] = f"{prefix}/model.tar.gz"
+    result["model_data"] = f"{prefix}/{contract.MODEL_ARCHIVE}"
     return result
 
 

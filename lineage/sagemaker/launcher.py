@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lineage import contract
 from lineage.config import Settings
 from lineage.errors import ConfigError, LineageError
 from lineage.jobspec import ProcessingJobSpec, TrainingJobSpec, dataset_tag, job_name
@@ -133,7 +134,7 @@ class Launcher:
             **request,
         )
         self.wait("processing", spec.name)
-        output = spec.outputs[0].destination.rstrip("/") + "/result.json"
+        output = f"{spec.outputs[0].destination.rstrip('/')}/{contract.PROCESSING_RESULT_FILE}"
         processed = json.loads(self._read(output, "the processing job's result"))
         if processed.get("tag") != run_id:
             raise LineageError(
@@ -155,7 +156,7 @@ class Launcher:
             self.report(f"not waiting: follow it with `lineage sagemaker status {training.name}`")
             return result
         self.wait("training", training.name)
-        uri = f"{training.output_path.rstrip('/')}/{training.name}/output/output.tar.gz"
+        uri = f"{training.output_path.rstrip('/')}/{training.name}/output/{contract.OUTPUT_ARCHIVE}"
         trained = jobs.training_output(training, self._read(uri, "the training job's output"))
         result = dataclasses.replace(result, training_status="Completed", trained=trained)
         # the registered version joins the lineage index, as a local run's does (audits
@@ -193,9 +194,9 @@ class Launcher:
         with tempfile.TemporaryDirectory(prefix="lineage-deploy-") as tmp:
             info = materialize(self.settings, ref, Path(tmp) / "endpoint")
             name, version = info["model_name"], info["model_version"]
-            key = f"models/{name}/{version}/model.tar.gz"
-            self.report(f"upload model.tar.gz to s3://{self.config.bucket}/{key}")
-            self.upload(Path(info["model_data"]), key, "model.tar.gz")
+            key = f"models/{name}/{version}/{contract.MODEL_ARCHIVE}"
+            self.report(f"upload {contract.MODEL_ARCHIVE} to s3://{self.config.bucket}/{key}")
+            self.upload(Path(info["model_data"]), key, contract.MODEL_ARCHIVE)
         lineage = info["lineage"]
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         model_name = f"{job_name(f'{name}-v{version}')[:48]}-{stamp[-6:]}"[:63]

@@ -41,8 +41,23 @@ class JobOutcome:
         return self.root or self.base_dir.parent.parent
 
     @property
+    def model_archive(self) -> Path:
+        """A training job's model.tar.gz (the leader's /opt/ml/model, tarred)."""
+        return model_archive(self.job_dir)
+
+    @property
     def succeeded(self) -> bool:
         return self.status == "Completed"
+
+
+def model_archive(job_dir: Path) -> Path:
+    """Where a completed training job's model.tar.gz lies, as SageMaker's S3 output does."""
+    return job_dir / "output" / contract.MODEL_ARCHIVE
+
+
+def output_archive(job_dir: Path) -> Path:
+    """Where a completed training job's output.tar.gz (/opt/ml/output/data) lies."""
+    return job_dir / "output" / contract.OUTPUT_ARCHIVE
 
 
 def fresh_base_dir(jobs_root: Path, name: str, host: str | None = None) -> Path:

@@ -23,6 +23,8 @@ from local.runner.launch import (
     job_command,
     job_vars,
     launch,
+    model_archive,
+    output_archive,
     read_reason,
     stage_input,
 )
@@ -102,8 +104,8 @@ def _command(
 
 
 def _collect_outputs(paths: contract.TrainingPaths, job_dir: Path) -> None:
-    tar_directory(paths.model_dir, job_dir / "output" / "model.tar.gz")
-    tar_directory(paths.output_data_dir, job_dir / "output" / "output.tar.gz")
+    tar_directory(paths.model_dir, model_archive(job_dir))
+    tar_directory(paths.output_data_dir, output_archive(job_dir))
     shutil.rmtree(paths.work_dir, ignore_errors=True)
 
 
