@@ -19,7 +19,6 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -28,6 +27,7 @@ from lineage import contract, manifest, tracking
 from lineage.consent.snapshot import Snapshot
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
+from lineage.jobresult import ProcessingResult, write_result
 from lineage.jobspec import dataset_tag
 from lineage.manifest import DATASET_METADATA, DVC_FILE
 from lineage.openlineage import events as ol
@@ -93,27 +93,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="DVC remote for a new repository (default s3://lineage-dvc/dvc)",
     )
     return parser.parse_args(list(argv))
-
-
-@dataclass(frozen=True)
-class ProcessingResult:
-    tag: str
-    commit: str
-    dataset_md5: str
-    manifest_sha256: str
-    counts: dict[str, int]
-    classes: list[str]
-    nfiles: int
-    size_bytes: int
-    dvc_repo_url: str
-    reused_commit: bool
-    data_version: str
-    source: str
-    mlflow_run_id: str | None
-    seconds: float
-    pattern: str = "dataset"
-    consent: dict[str, object] | None = None  # record pattern: the snapshot used
-    patients: dict[str, int] | None = None  # record pattern: distinct patients per split
 
 
 def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> ProcessingResult:
@@ -188,9 +167,7 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
         job_run.outputs = [
             ol.dataset_version(repo_url, published.dataset_md5, _dataset_facts(result), output=True)
         ]
-        (out_dir / contract.PROCESSING_RESULT_FILE).write_text(
-            json.dumps(asdict(result), indent=2) + "\n"
-        )
+        write_result(out_dir / contract.PROCESSING_RESULT_FILE, result)
         _step(f"published {tag} -> {published.commit[:12]} ({result.seconds:.1f}s)")
         return result
 

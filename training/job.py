@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -26,6 +26,7 @@ import torch
 from lineage import contract, datarepo, tracking
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
+from lineage.jobresult import TrainingResult, write_result
 from lineage.openlineage import events as ol
 from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 from lineage.record import CONSENT_FACTS, DATA_FACTS, MODEL_FACTS, LineageRecord
@@ -50,23 +51,6 @@ REPRODUCES_TAG = "lineage.reproduces"  # on a retrain: the run it re-executes
 
 class TrainingError(LineageError):
     pass
-
-
-@dataclass(frozen=True)
-class TrainingResult:
-    run_id: str
-    model_name: str
-    model_version: str | None
-    data_git_commit_id: str
-    dvc_tag: str
-    dataset_md5: str
-    manifest_sha256: str
-    metrics: dict[str, float]
-    pretrained: bool
-    device: str
-    seconds: float
-    world_size: int = 1
-    hosts: list[str] = field(default_factory=list)
 
 
 class _StopFlag:
@@ -620,7 +604,7 @@ def main() -> None:
         paths.success_file.write_text("")
         return
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
-    (paths.output_data_dir / RESULT_FILE).write_text(json.dumps(asdict(result), indent=2) + "\n")
+    write_result(paths.output_data_dir / RESULT_FILE, result)
     paths.success_file.write_text("")
     log.info(
         "training complete: %s version %s (%.1fs)",
