@@ -15,8 +15,17 @@ from lineage.cli.output import console, emit_json
 from lineage.cli.query import print_comparison, print_reproduction, print_trace
 from lineage.config import Settings
 from lineage.errors import ConfigError
-from lineage.ops.demo import DemoOptions, DemoResult, Reporter, run_demo
+from lineage.ops.demo import (
+    Champion,
+    DemoOptions,
+    DemoResult,
+    Prediction,
+    Reporter,
+    model_ref,
+    run_demo,
+)
 from lineage.ops.demo_record import RecordDemoOptions, RecordDemoResult, run_record_demo
+from lineage.ops.deploy import DeployResult
 from lineage.ops.process import DEFAULT_REPO
 from lineage.query.compare import Comparison
 from lineage.query.reproduce import Reproduction
@@ -38,29 +47,26 @@ class _Printer(Reporter):
             print_impact(result)
         elif isinstance(result, Exclusion):
             print_exclusion(result)
-        elif isinstance(result, list) and result and "predicted" in result[0]:
-            table = Table()
-            for column in ("image", "true label", "predicted", "p", "model"):
-                table.add_column(column)
-            for p in result:
-                mark = "" if p["correct"] else " [red]x[/red]"
-                table.add_row(
-                    p["file"],
-                    p["label"],
-                    f"{p['predicted']}{mark}",
-                    f"{p['probability']:.3f}",
-                    p["model"],
-                )
-            console.print(table)
-        elif isinstance(result, dict) and "reason" in result:
+        elif isinstance(result, list) and result and isinstance(result[0], Prediction):
+            _print_predictions(result)
+        elif isinstance(result, Champion):
+            promotion = result.promotion
             console.print(
-                f"{result['model_name']}/{result['version']} -> "
-                f"@{result['alias']}: {result['reason']}"
+                f"{promotion.model_name}/{promotion.version} -> @{promotion.alias}: {result.reason}"
             )
-        elif isinstance(result, dict) and "endpoint" in result:
-            console.print(
-                f"serving {result['model_name']} v{result['model_version']} at {result['endpoint']}"
-            )
+        elif isinstance(result, DeployResult):
+            model = result.model
+            console.print(f"serving {model.model_name} v{model.model_version} at {result.endpoint}")
+
+
+def _print_predictions(predictions: list[Prediction]) -> None:
+    table = Table()
+    for column in ("image", "true label", "predicted", "p", "model"):
+        table.add_column(column)
+    for p in predictions:
+        mark = "" if p.correct else " [red]x[/red]"
+        table.add_row(p.file, p.label, f"{p.predicted}{mark}", f"{p.probability:.3f}", p.model)
+    console.print(table)
 
 
 def _parse_fractions(text: str | None) -> tuple[float, float] | None:
@@ -79,10 +85,9 @@ def _print_summary(result: DemoResult) -> None:
     _print_steps(result.steps)
     v1, v2 = result.fractions
     console.print(f"fractions used: v1.0 {v1:.0%}, v2.0 {v2:.0%} of the source")
-    champion = result.champion
-    name, endpoint = champion["model_name"], result.endpoint["endpoint"]
-    v1_ref = "{model_name}/{model_version}".format(**result.versions["v1.0"]["training"])
-    v2_ref = "{model_name}/{model_version}".format(**result.versions["v2.0"]["training"])
+    assert result.champion is not None and result.endpoint is not None  # a finished demo
+    name, endpoint = result.champion.promotion.model_name, result.endpoint.endpoint
+    v1_ref, v2_ref = (model_ref(result.versions[v].training.output) for v in ("v1.0", "v2.0"))
     console.print(f"\nMLflow UI: {result.mlflow_ui}\nexplore further:")
     for command in (
         f"lineage trace --model {name}@champion",
@@ -109,15 +114,13 @@ def _print_steps(steps: list[Any]) -> None:
 
 def _print_record_summary(result: RecordDemoResult, repo: str) -> None:
     _print_steps(result.steps)
-    v1, v2 = (
-        "{model_name}/{model_version}".format(**result.versions[v]["training"])
-        for v in ("v1.0", "v2.0")
-    )
+    v1, v2 = (model_ref(result.versions[v].training.output) for v in ("v1.0", "v2.0"))
     patient = result.withdrawn[0]
+    as_of = result.consent_check.as_of if result.consent_check else None
     console.print(f"audit report: {result.report['html']}\n{result.report['verdict']}")
     evidence = result.erasure.get("evidence", {})
     console.print(f"erasure evidence ({patient}): {evidence.get('html')}")
-    tag = result.versions["v1.0"]["processing"]["tag"]
+    tag = result.versions["v1.0"].processing.output.tag
     console.print(f"\nMLflow UI: {result.mlflow_ui}\nexplore further:")
     for command in (
         f"lineage consent status {patient}",
@@ -128,7 +131,7 @@ def _print_record_summary(result: RecordDemoResult, repo: str) -> None:
         f"lineage audit excluded {patient} --model {v2}",
         f"lineage audit model {v2}",
         f"lineage compare --model {v1} --model {v2}",
-        f"lineage consent export --as-of {result.consent_check['as_of']}",
+        f"lineage consent export --as-of {as_of}",
         "lineage deploy --stop; lineage stack down",
     ):
         console.print(f"  {command}")
@@ -176,7 +179,7 @@ def demo_command(
             emit_json(record.to_json())
         else:
             _print_record_summary(record, repo or "patients")
-        if not record.consent_check.get("matches"):
+        if record.consent_check is None or not record.consent_check.matches:
             raise typer.Exit(code=1)
         return
     if pattern != "dataset":

@@ -44,20 +44,21 @@ def deploy_command(
         raise LineageError("--model is required", "pass --model NAME@ALIAS or NAME/VERSION")
     result = deploy(settings, model, port=8080 if port is None else port, runtime=runtime)
     if json_output:
-        emit_json(result)
+        emit_json(result.to_json())
         return
-    lineage = result["lineage"]
-    alias = f" (alias {result['alias']})" if result["alias"] else ""
-    console.print(f"[bold]endpoint[/bold] {result['endpoint']}")
+    served = result.model
+    lineage = served.lineage
+    alias = f" (alias {served.alias})" if served.alias else ""
+    console.print(f"[bold]endpoint[/bold] {result.endpoint}")
     console.print(
-        f"[bold]model[/bold]    {result['model_name']} version {result['model_version']}"
+        f"[bold]model[/bold]    {served.model_name} version {served.model_version}"
         f"{alias}, run {lineage.get('run_id')}"
     )
     console.print(
         f"[bold]data[/bold]     tag {lineage.get('dvc_tag')} -> commit "
         f"{lineage.get('data_git_commit_id')}"
     )
-    console.print(f"try: lineage invoke --endpoint {result['endpoint']} IMAGE.png")
+    console.print(f"try: lineage invoke --endpoint {result.endpoint} IMAGE.png")
 
 
 def invoke_command(

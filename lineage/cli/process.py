@@ -55,22 +55,23 @@ def command(
         stream=not json_output,
     )
     if json_output:
-        emit_json(result)
+        emit_json(result.to_json())
         return
-    counts = result["counts"]
-    console.print(f"[bold]tag[/bold]         {result['tag']}")
+    out = result.output
+    counts = out.counts
+    console.print(f"[bold]tag[/bold]         {out.tag}")
     console.print(
-        f"[bold]commit[/bold]      {result['commit']}"
-        + ("  (reused: data unchanged)" if result["reused_commit"] else "")
+        f"[bold]commit[/bold]      {out.commit}"
+        + ("  (reused: data unchanged)" if out.reused_commit else "")
     )
-    console.print(f"[bold]dataset md5[/bold] {result['dataset_md5']}")
+    console.print(f"[bold]dataset md5[/bold] {out.dataset_md5}")
     console.print(
         f"[bold]records[/bold]     train {counts['train']}, val {counts['val']}, "
-        f"test {counts['test']}  ({result['nfiles']} files, {result['size_bytes']} bytes)"
+        f"test {counts['test']}  ({out.nfiles} files, {out.size_bytes} bytes)"
     )
-    console.print(f"[bold]repository[/bold]  {result['dvc_repo_url']}")
-    if result.get("consent"):
-        consent, patients = result["consent"], result["patients"]
+    console.print(f"[bold]repository[/bold]  {out.dvc_repo_url}")
+    if out.consent:
+        consent, patients = out.consent, out.patients or {}
         console.print(
             f"[bold]patients[/bold]    train {patients['train']}, val {patients['val']}, test "
             f"{patients['test']}; {consent['excluded_patients']} excluded without consent"

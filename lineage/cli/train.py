@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -20,7 +20,7 @@ from lineage.cli.options import (
 from lineage.cli.output import console, emit_json
 from lineage.config import Settings
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions
-from lineage.ops.train import TrainOptions, pipeline, promote, train
+from lineage.ops.train import TrainOptions, TrainResult, pipeline, promote, train
 
 Epochs = Annotated[int, typer.Option(help="Training epochs.")]
 LearningRate = Annotated[float, typer.Option(help="Adam learning rate.")]
@@ -44,27 +44,23 @@ Pretrained = Annotated[
 ]
 
 
-def _print_training(result: dict[str, Any]) -> None:
-    metrics = result["metrics"]
-    console.print(f"[bold]run[/bold]          {result['run_id']}")
-    console.print(
-        f"[bold]model[/bold]        {result['model_name']} version {result['model_version']}"
-    )
-    console.print(
-        f"[bold]data[/bold]         tag {result['dvc_tag']} -> commit "
-        f"{result['data_git_commit_id']}"
-    )
+def _print_training(result: TrainResult) -> None:
+    out = result.output
+    metrics = out.metrics
+    console.print(f"[bold]run[/bold]          {out.run_id}")
+    console.print(f"[bold]model[/bold]        {out.model_name} version {out.model_version}")
+    console.print(f"[bold]data[/bold]         tag {out.dvc_tag} -> commit {out.data_git_commit_id}")
     console.print(
         f"[bold]metrics[/bold]      best val_accuracy {metrics['best_val_accuracy']:.4f}"
         f" (epoch {int(metrics['best_epoch'])}), test_accuracy "
         f"{metrics['test_accuracy']:.4f}"
     )
-    if int(result.get("world_size", 1)) > 1:
+    if out.world_size > 1:
         console.print(
-            f"[bold]hosts[/bold]        {', '.join(result['hosts'])} (world size "
-            f"{result['world_size']}; {result['hosts'][0]} led)"
+            f"[bold]hosts[/bold]        {', '.join(out.hosts)} (world size "
+            f"{out.world_size}; {out.hosts[0]} led)"
         )
-    console.print(f"[bold]model.tar.gz[/bold] {result['model_artifact']}")
+    console.print(f"[bold]model.tar.gz[/bold] {result.model_artifact}")
 
 
 def train_command(
@@ -100,7 +96,7 @@ def train_command(
         stream=not json_output,
     )
     if json_output:
-        emit_json(result)
+        emit_json(result.to_json())
     else:
         _print_training(result)
 
@@ -155,9 +151,9 @@ def pipeline_command(
         stream=not json_output,
     )
     if json_output:
-        emit_json(result)
+        emit_json(result.to_json())
     else:
-        _print_training(result["training"])
+        _print_training(result.training)
 
 
 def promote_command(
@@ -168,7 +164,7 @@ def promote_command(
     """Point a registry alias (e.g. champion) at a model version."""
     result = promote(Settings.from_env(), model, alias)
     if json_output:
-        emit_json(result)
+        emit_json(result.to_json())
     else:
-        was = f" (was version {result['previous_version']})" if result["previous_version"] else ""
-        console.print(f"{result['model_name']}@{alias} -> version {result['version']}{was}")
+        was = f" (was version {result.previous_version})" if result.previous_version else ""
+        console.print(f"{result.model_name}@{alias} -> version {result.version}{was}")

@@ -15,15 +15,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lineage import datarepo, manifest
 from lineage.config import Settings
 from lineage.dvcremote import DvcRemote
 from lineage.errors import LineageError
-from lineage.ops.deploy import deploy, invoke
+from lineage.jobresult import TrainingResult
+from lineage.ops.deploy import DeployResult, deploy, invoke
 from lineage.ops.process import DEFAULT_REPO, ProcessOptions
-from lineage.ops.train import TrainOptions, pipeline, promote
+from lineage.ops.train import PipelineResult, Promotion, TrainOptions, pipeline, promote
 from lineage.query.compare import Comparison, compare
 from lineage.query.reproduce import Reproduction, reproduce
 from lineage.query.trace import Trace, trace
@@ -59,14 +60,47 @@ class Step:
     detail: str
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The promotion of the better version to `champion`, and why it was the better one."""
+
+    promotion: Promotion
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.promotion.to_json(), "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One held-out test image sent to the endpoint: its label, the answer, who answered."""
+
+    file: str
+    label: str
+    predicted: str
+    probability: float
+    correct: bool
+    model: str  # NAME/VERSION, as the endpoint's answer names it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "label": self.label,
+            "predicted": self.predicted,
+            "probability": self.probability,
+            "correct": self.correct,
+            "model": self.model,
+        }
+
+
 @dataclass
 class DemoResult:
     fractions: tuple[float, float]
-    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[str, PipelineResult] = field(default_factory=dict)
     comparison: Comparison | None = None
-    champion: dict[str, Any] = field(default_factory=dict)
-    endpoint: dict[str, Any] = field(default_factory=dict)
-    predictions: list[dict[str, Any]] = field(default_factory=list)
+    champion: Champion | None = None
+    endpoint: DeployResult | None = None
+    predictions: list[Prediction] = field(default_factory=list)
     trace: Trace | None = None
     reproduction: Reproduction | None = None
     steps: list[Step] = field(default_factory=list)
@@ -75,11 +109,11 @@ class DemoResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "fractions": list(self.fractions),
-            "versions": self.versions,
+            "versions": {label: made.to_json() for label, made in self.versions.items()},
             "comparison": None if self.comparison is None else self.comparison.to_json(),
-            "champion": self.champion,
-            "endpoint": self.endpoint,
-            "predictions": self.predictions,
+            "champion": {} if self.champion is None else self.champion.to_json(),
+            "endpoint": {} if self.endpoint is None else self.endpoint.to_json(),
+            "predictions": [p.to_json() for p in self.predictions],
             "trace": None if self.trace is None else self.trace.to_json(),
             "reproduction": None if self.reproduction is None else self.reproduction.to_json(),
             "steps": [s.__dict__ for s in self.steps],
@@ -94,6 +128,9 @@ class Reporter:
     def done(self, name: str, result: Any) -> None: ...
 
 
+T = TypeVar("T")
+
+
 class Timeline:
     """Runs the demo's steps in order, timing each and telling the reporter."""
 
@@ -101,7 +138,7 @@ class Timeline:
         self.reporter = reporter or Reporter()
         self.steps: list[Step] = []
 
-    def run(self, name: str, action: Callable[[], Any], detail: Callable[[Any], str]) -> Any:
+    def run(self, name: str, action: Callable[[], T], detail: Callable[[T], str]) -> T:
         self.reporter.step(name)
         started = time.monotonic()
         value = action()
@@ -126,7 +163,7 @@ def run_demo(  # long: the demo's steps in order, read as one story
 
     timed("stack up", lambda: stack_for(settings).up(), lambda s: "git, s3, mlflow healthy")
 
-    def make_version(label: str, fraction: float) -> dict[str, Any]:
+    def make_version(label: str, fraction: float) -> PipelineResult:
         return pipeline(
             settings,
             ProcessOptions(
@@ -141,48 +178,46 @@ def run_demo(  # long: the demo's steps in order, read as one story
             f"{label}: process + train ({fraction:.0%} of {options.source})",
             functools.partial(make_version, label, fraction),
             lambda r: (
-                f"{r['training']['model_name']}/{r['training']['model_version']}, "
-                f"best val {r['training']['metrics']['best_val_accuracy']:.4f}"
+                f"{model_ref(r.training.output)}, "
+                f"best val {r.training.output.metrics['best_val_accuracy']:.4f}"
             ),
         )
         result.versions[label] = made
-    v1, v2 = (result.versions[v]["training"] for v in ("v1.0", "v2.0"))
-    ref1, ref2 = (f"{t['model_name']}/{t['model_version']}" for t in (v1, v2))
+    v1, v2 = (result.versions[v].training.output for v in ("v1.0", "v2.0"))
+    ref1, ref2 = model_ref(v1), model_ref(v2)
     result.comparison = timed(
         "compare v1.0 and v2.0", lambda: compare(settings, ref1, ref2), lambda c: c.summary
     )
 
     better, reason = choose_champion(v1, v2)
     result.champion = timed(
-        f"promote {better['model_name']}/{better['model_version']} to {CHAMPION}",
-        lambda: {
-            **promote(settings, f"{better['model_name']}/{better['model_version']}", CHAMPION),
-            "reason": reason,
-        },
+        f"promote {model_ref(better)} to {CHAMPION}",
+        lambda: Champion(promote(settings, model_ref(better), CHAMPION), reason),
         lambda p: reason,
     )
-    champion_ref = f"{better['model_name']}@{CHAMPION}"
-    result.endpoint = timed(
+    champion_ref = f"{better.model_name}@{CHAMPION}"
+    endpoint = timed(
         f"deploy {champion_ref}",
         lambda: deploy(settings, champion_ref, port=options.port),
-        lambda d: d["endpoint"],
+        lambda d: d.endpoint,
     )
+    result.endpoint = endpoint
     images_dir = settings.home / "demo" / "held-out"
     result.predictions = timed(
         f"invoke with {options.images} held-out test images",
         lambda: _invoke_held_out(
             settings,
             settings.repo_url(options.repo),
-            better["dvc_tag"],
+            better.dvc_tag,
             images_dir,
-            result.endpoint["endpoint"],
+            endpoint.endpoint,
             options.images,
         ),
-        lambda p: f"{sum(x['correct'] for x in p)}/{len(p)} correct",
+        lambda p: f"{sum(x.correct for x in p)}/{len(p)} correct",
     )
     result.trace = timed(
         "trace the deployed model",
-        lambda: trace(settings, endpoint=result.endpoint["endpoint"]),
+        lambda: trace(settings, endpoint=endpoint.endpoint),
         lambda t: "chain verified" if t.ok else "chain NOT verified",
     )
     result.reproduction = timed(
@@ -196,10 +231,15 @@ def run_demo(  # long: the demo's steps in order, read as one story
     return result
 
 
-def choose_champion(v1: dict[str, Any], v2: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def model_ref(trained: TrainingResult) -> str:
+    """`NAME/VERSION` of the version a training job registered."""
+    return f"{trained.model_name}/{trained.model_version}"
+
+
+def choose_champion(v1: TrainingResult, v2: TrainingResult) -> tuple[TrainingResult, str]:
     """The version with the higher best validation accuracy; the newer one on a tie."""
-    a = float(v1["metrics"]["best_val_accuracy"])
-    b = float(v2["metrics"]["best_val_accuracy"])
+    a = float(v1.metrics["best_val_accuracy"])
+    b = float(v2.metrics["best_val_accuracy"])
     if a > b:
         return v1, f"v1.0 has the higher validation accuracy ({a:.4f} > {b:.4f})"
     if b > a:
@@ -209,7 +249,7 @@ def choose_champion(v1: dict[str, Any], v2: dict[str, Any]) -> tuple[dict[str, A
 
 def _invoke_held_out(
     settings: Settings, repo_url: str, tag: str, dest: Path, endpoint: str, count: int
-) -> list[dict[str, Any]]:
+) -> list[Prediction]:
     """Send test-split images, read from the DVC remote by their manifest row."""
     paths = held_out_images(settings, repo_url, tag, dest, count)
     answers = invoke(endpoint, [path for path, _ in paths])
@@ -218,14 +258,14 @@ def _invoke_held_out(
         if answer["status"] != 200:
             raise LineageError(f"the endpoint refused {path.name}: {answer.get('error')}")
         predictions.append(
-            {
-                "file": path.name,
-                "label": truth,
-                "predicted": answer["label"],
-                "probability": answer["probabilities"][answer["label"]],
-                "correct": answer["label"] == truth,
-                "model": f"{answer['lineage']['model_name']}/{answer['lineage']['model_version']}",
-            }
+            Prediction(
+                file=path.name,
+                label=truth,
+                predicted=answer["label"],
+                probability=answer["probabilities"][answer["label"]],
+                correct=answer["label"] == truth,
+                model=f"{answer['lineage']['model_name']}/{answer['lineage']['model_version']}",
+            )
         )
     return predictions
 

@@ -22,10 +22,10 @@ from lineage.consent.store import ConsentStore
 from lineage.erasure.erase import erase
 from lineage.errors import LineageError
 from lineage.index.store import LineageIndex
-from lineage.ops.demo import CHAMPION, Reporter, Step, Timeline
-from lineage.ops.deploy import deploy, running_endpoints
+from lineage.ops.demo import CHAMPION, Reporter, Step, Timeline, model_ref
+from lineage.ops.deploy import DeployResult, deploy, running_endpoints
 from lineage.ops.process import ProcessOptions
-from lineage.ops.train import TrainOptions, pipeline, promote
+from lineage.ops.train import PipelineResult, TrainOptions, pipeline, promote
 from lineage.query.verify import verify
 from lineage.registry import mlflow_client
 
@@ -44,14 +44,34 @@ class RecordDemoOptions:
     model_name: str | None = None
 
 
+@dataclass(frozen=True)
+class ConsentCheck:
+    """A model's consent snapshot re-derived from the registry's history: does it match?"""
+
+    model: str
+    as_of: str | None
+    sha256: str | None  # the snapshot the model's data was filtered with
+    recomputed: str | None  # the registry's consenting set at `as_of`, hashed again
+    matches: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "as_of": self.as_of,
+            "sha256": self.sha256,
+            "recomputed": self.recomputed,
+            "matches": self.matches,
+        }
+
+
 @dataclass
 class RecordDemoResult:
-    versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[str, PipelineResult] = field(default_factory=dict)
     withdrawn: list[str] = field(default_factory=list)
     impacts: list[Impact] = field(default_factory=list)
     exclusions: dict[str, Exclusion] = field(default_factory=dict)
-    consent_check: dict[str, Any] = field(default_factory=dict)
-    endpoint: dict[str, Any] = field(default_factory=dict)
+    consent_check: ConsentCheck | None = None
+    endpoint: DeployResult | None = None
     report: dict[str, str] = field(default_factory=dict)
     erasure: dict[str, Any] = field(default_factory=dict)  # the last step: one patient erased
     steps: list[Step] = field(default_factory=list)
@@ -59,12 +79,12 @@ class RecordDemoResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "versions": self.versions,
+            "versions": {label: made.to_json() for label, made in self.versions.items()},
             "withdrawn": self.withdrawn,
             "impacts": [i.to_json() for i in self.impacts],
             "exclusions": {k: e.to_json() for k, e in self.exclusions.items()},
-            "consent_check": self.consent_check,
-            "endpoint": self.endpoint,
+            "consent_check": {} if self.consent_check is None else self.consent_check.to_json(),
+            "endpoint": {} if self.endpoint is None else self.endpoint.to_json(),
             "report": self.report,
             "erasure": self.erasure,
             "steps": [s.__dict__ for s in self.steps],
@@ -72,9 +92,8 @@ class RecordDemoResult:
         }
 
 
-def _ref(version: dict[str, Any]) -> str:
-    training = version["training"]
-    return f"{training['model_name']}/{training['model_version']}"
+def _ref(version: PipelineResult) -> str:
+    return model_ref(version.training.output)
 
 
 def run_record_demo(  # long: the scenario as one story; acts can split later
@@ -111,7 +130,7 @@ def run_record_demo(  # long: the scenario as one story; acts can split later
         lambda s: f"{s.models} versions, {s.records} records",
     )
 
-    def version(label: str) -> dict[str, Any]:
+    def version(label: str) -> PipelineResult:
         return pipeline(
             settings,
             ProcessOptions(
@@ -125,13 +144,14 @@ def run_record_demo(  # long: the scenario as one story; acts can split later
             stream=stream,
         )
 
-    def described(made: dict[str, Any]) -> str:
-        processing, training = made["processing"], made["training"]
-        patients = sum(processing["patients"].values())
+    def described(made: PipelineResult) -> str:
+        processing, training = made.processing.output, made.training.output
+        patients = sum((processing.patients or {}).values())
+        consent = processing.consent or {}
         return (
             f"{_ref(made)}: {patients} patients "
-            f"({processing['consent']['excluded_patients']} excluded without consent), "
-            f"best val {training['metrics']['best_val_accuracy']:.3f}"
+            f"({consent['excluded_patients']} excluded without consent), "
+            f"best val {training.metrics['best_val_accuracy']:.3f}"
         )
 
     v1 = run("v1.0: process (record pattern) + train", lambda: version("v1.0"), described)
@@ -140,13 +160,13 @@ def run_record_demo(  # long: the scenario as one story; acts can split later
     run(
         f"promote {v1_ref} to {CHAMPION}",
         lambda: promote(settings, v1_ref, CHAMPION),
-        lambda p: f"{p['model_name']}@{CHAMPION} -> {p['version']}",
+        lambda p: f"{p.model_name}@{CHAMPION} -> {p.version}",
     )
-    name = v1["training"]["model_name"]
+    name = v1.training.output.model_name
     result.endpoint = run(
         f"deploy {name}@{CHAMPION}",
         lambda: deploy(settings, f"{name}@{CHAMPION}", port=options.port),
-        lambda d: d["endpoint"],
+        lambda d: d.endpoint,
     )
 
     result.withdrawn = _pick_patients(settings, v1_ref)
@@ -181,12 +201,12 @@ def run_record_demo(  # long: the scenario as one story; acts can split later
             promote(settings, v2_ref, CHAMPION),
             deploy(settings, f"{name}@{CHAMPION}", port=options.port),
         )[1],
-        lambda d: f"{d['endpoint']} now serves {d['model_name']} v{d['model_version']}",
+        lambda d: f"{d.endpoint} now serves {d.model.model_name} v{d.model.model_version}",
     )
     result.consent_check = run(
         f"re-derive {v1_ref}'s consent snapshot from the registry's history",
         lambda: _consent_check(settings, v1_ref),
-        lambda c: ("identical" if c["matches"] else "DIFFERENT") + f" ({c['sha256'][:16]}...)",
+        lambda c: ("identical" if c.matches else "DIFFERENT") + f" ({(c.sha256 or '')[:16]}...)",
     )
     out = settings.home / "demo" / "audit-report.html"
     html_path, json_path, verdict = run(
@@ -212,8 +232,8 @@ def run_record_demo(  # long: the scenario as one story; acts can split later
     )
     result.erasure = erasure.to_json()
     checked = run(
-        f"verify {v1['processing']['tag']} after the erasure",
-        lambda: verify(settings, tag=v1["processing"]["tag"], repo=options.repo),
+        f"verify {v1.processing.output.tag} after the erasure",
+        lambda: verify(settings, tag=v1.processing.output.tag, repo=options.repo),
         lambda v: f"intact except {len(v.erased)} erased records" if v.ok else "NOT intact",
     )
     result.erasure["verify_after"] = checked.to_json()
@@ -253,12 +273,12 @@ def _excluded_all(settings: Settings, patients: list[str], ref: str) -> Exclusio
     )
 
 
-def _consent_check(settings: Settings, ref: str) -> dict[str, Any]:
+def _consent_check(settings: Settings, ref: str) -> ConsentCheck:
     audit = audit_model(settings, ref, endpoints=running_endpoints)
-    return {
-        "model": ref,
-        "as_of": audit.model.consent_as_of,
-        "sha256": audit.model.consent_snapshot_sha256,
-        "recomputed": audit.snapshot_recomputed,
-        "matches": audit.snapshot_ok,
-    }
+    return ConsentCheck(
+        model=ref,
+        as_of=audit.model.consent_as_of,
+        sha256=audit.model.consent_snapshot_sha256,
+        recomputed=audit.snapshot_recomputed,
+        matches=audit.snapshot_ok,
+    )

@@ -31,7 +31,65 @@ from lineage.registry import mlflow_client, resolve
 PING_TIMEOUT_S = 120.0
 
 
-def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Materialized:
+    """A registry version as SageMaker gets it: model.tar.gz (`model_data`), extracted as
+    `/opt/ml/model` (`model_dir`), with its `lineage.json` (stamped with the registry's name,
+    version and alias)."""
+
+    model_name: str
+    model_version: str
+    alias: str | None
+    model_dir: Path
+    model_data: Path
+    lineage: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "alias": self.alias,
+            "model_dir": str(self.model_dir),
+            "model_data": str(self.model_data),
+            "lineage": self.lineage,
+        }
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """How to find a local endpoint's server: its process (`pid`) or its container
+    (`container`, `image`), and where its log is."""
+
+    log: str
+    pid: int | None = None
+    container: str | None = None
+    image: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        found = {"pid": self.pid, "container": self.container, "image": self.image}
+        return {**{k: v for k, v in found.items() if v is not None}, "log": self.log}
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What `lineage deploy` did: the endpoint's URL, how it runs, and the model it serves."""
+
+    endpoint: str
+    runtime: str
+    server: ServerHandle
+    model: Materialized
+
+    def to_json(self) -> dict[str, Any]:
+        """What `deploy --json` prints (the server's handle, then the model's keys)."""
+        return {
+            "endpoint": self.endpoint,
+            "runtime": self.runtime,
+            **self.server.to_json(),
+            **self.model.to_json(),
+        }
+
+
+def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> Materialized:
     """Build model.tar.gz from the registered version and extract it as `/opt/ml/model`.
 
     lineage.json gets the registry's name, version and alias: the registry is the source of
@@ -64,14 +122,14 @@ def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> dict[str, A
     model_dir.mkdir(parents=True)
     with tarfile.open(tarball) as archive:
         archive.extractall(model_dir, filter="data")
-    return {
-        "model_name": name,
-        "model_version": version,
-        "alias": alias,
-        "model_dir": str(model_dir),
-        "model_data": str(tarball),
-        "lineage": lineage,
-    }
+    return Materialized(
+        model_name=name,
+        model_version=version,
+        alias=alias,
+        model_dir=model_dir,
+        model_data=tarball,
+        lineage=lineage,
+    )
 
 
 def _endpoint_files(settings: Settings, port: int) -> tuple[Path, Path, Path]:
@@ -97,10 +155,10 @@ class _Server:
     alive: Callable[[], bool]
     kill: Callable[[], None]
     logs: Callable[[], str]
-    handle: dict[str, Any]
+    handle: ServerHandle
 
 
-def _start_process(settings: Settings, port: int, info: dict[str, Any]) -> _Server:
+def _start_process(settings: Settings, port: int, model: Materialized) -> _Server:
     from local.stack import process
 
     endpoint_dir, pid_file, log_file = _endpoint_files(settings, port)
@@ -113,7 +171,7 @@ def _start_process(settings: Settings, port: int, info: dict[str, Any]) -> _Serv
         "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),  # as the image sets it
     }
     pid = process.spawn(
-        [sys.executable, "-m", "inference", "serve", "--model-dir", info["model_dir"]],
+        [sys.executable, "-m", "inference", "serve", "--model-dir", str(model.model_dir)],
         pid_file=pid_file,
         log_file=log_file,
         env=env,
@@ -128,11 +186,11 @@ def _start_process(settings: Settings, port: int, info: dict[str, Any]) -> _Serv
         alive=lambda: process.is_alive(pid),
         kill=kill,
         logs=lambda: process.tail(log_file),
-        handle={"pid": pid, "log": str(log_file)},
+        handle=ServerHandle(pid=pid, log=str(log_file)),
     )
 
 
-def _start_container(settings: Settings, port: int, info: dict[str, Any]) -> _Server:
+def _start_container(settings: Settings, port: int, model: Materialized) -> _Server:
     """The inference image, as SageMaker runs it: `serve`, the model at /opt/ml/model."""
     from local.images import docker
 
@@ -149,7 +207,7 @@ def _start_container(settings: Settings, port: int, info: dict[str, Any]) -> _Se
         "--network",
         "host",
         "--volume",
-        f"{info['model_dir']}:{contract.DEFAULT_BASE_DIR}/model:ro",
+        f"{model.model_dir}:{contract.DEFAULT_BASE_DIR}/model:ro",
         "--env",
         f"SAGEMAKER_BIND_TO_PORT={port}",
         "--env",
@@ -170,13 +228,13 @@ def _start_container(settings: Settings, port: int, info: dict[str, Any]) -> _Se
         alive=lambda: docker.container_running(name),
         kill=kill,
         logs=lambda: docker.container_logs(name),
-        handle={"container": name, "image": image, "log": f"docker logs {name}"},
+        handle=ServerHandle(container=name, image=image, log=f"docker logs {name}"),
     )
 
 
 def deploy(
     settings: Settings, ref: str, port: int = 8080, runtime: str = "process"
-) -> dict[str, Any]:
+) -> DeployResult:
     """Serve `ref` on `port`: as a local process, or in the inference image (`docker`)."""
     from local.runner.launch import check_runtime
     from local.stack import process
@@ -188,11 +246,11 @@ def deploy(
         raise LineageError(
             f"port {port} is in use by another program", "pass --port with a free port"
         )
-    info = materialize(settings, ref, endpoint_dir)
+    model = materialize(settings, ref, endpoint_dir)
     url = f"http://{settings.host}:{port}"
-    with deploy_lineage_run(settings, info, url):
+    with deploy_lineage_run(settings, model, url):
         start = _start_container if runtime == "docker" else _start_process
-        server = start(settings, port, info)
+        server = start(settings, port, model)
         deadline = time.monotonic() + PING_TIMEOUT_S
         while True:
             if not server.alive():
@@ -205,10 +263,10 @@ def deploy(
             if time.monotonic() > deadline:
                 _give_up(server, "the inference server did not answer /ping in time")
             time.sleep(0.2)
-    return {"endpoint": url, "runtime": runtime, **server.handle, **info}
+    return DeployResult(endpoint=url, runtime=runtime, server=server.handle, model=model)
 
 
-def deploy_lineage_run(settings: Settings, info: dict[str, Any], url: str) -> Any:
+def deploy_lineage_run(settings: Settings, model: Materialized, url: str) -> Any:
     """The deploy as an OpenLineage run `deploy/<model>`: the model version in, the endpoint
     (`url`) out, its parent the training run (when OPENLINEAGE_URL or the like is set). Used
     by the local deploy and the SageMaker one alike."""
@@ -216,8 +274,8 @@ def deploy_lineage_run(settings: Settings, info: dict[str, Any], url: str) -> An
     from lineage.openlineage import events as ol
     from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 
-    record = LineageRecord.from_mapping(info["lineage"])
-    name, version = info["model_name"], str(info["model_version"])
+    record = LineageRecord.from_mapping(model.lineage)
+    name, version = model.model_name, str(model.model_version)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     keep = settings.home / KEEP_DIR / f"deploy-{name}-{version}-{stamp}"
     repo = repository_name(record.dvc_repo_url)
@@ -228,7 +286,7 @@ def deploy_lineage_run(settings: Settings, info: dict[str, Any], url: str) -> An
         job=ol.job(f"deploy/{name}", "MODEL_DEPLOYMENT"),
         inputs=[ol.model_version(settings.mlflow_uri, name, version, record.facts(), output=False)],
         parent=ol.parent(ol.training_run_id(job), f"train/{repo}") if job else None,
-        facts={"endpoint": url, "model": f"{name}/{version}", "alias": info.get("alias")},
+        facts={"endpoint": url, "model": f"{name}/{version}", "alias": model.alias},
     ).with_outputs([ol.endpoint_dataset(url)])
 
 
@@ -236,7 +294,7 @@ def _give_up(server: _Server, reason: str) -> NoReturn:
     """Stop a server that failed to start; the error carries what it said."""
     details = server.logs()
     server.kill()
-    raise LineageError(reason, f"see {server.handle['log']}", details=details)
+    raise LineageError(reason, f"see {server.handle.log}", details=details)
 
 
 def _ports(settings: Settings, port: int | None) -> list[int]:

@@ -10,6 +10,7 @@ from typing import Any
 from lineage import contract
 from lineage.config import Settings
 from lineage.errors import ConfigError
+from lineage.jobresult import ProcessingResult
 from lineage.jobspec import ProcessingInput, ProcessingJobSpec, ProcessingOutput, job_name
 from lineage.openlineage.emit import KEEP_DIR, forwarded_env
 from lineage.tracking import DEFAULT_EXPERIMENT
@@ -31,6 +32,23 @@ class ProcessOptions:
     pipeline_run_id: str | None = None
     runtime: str = "process"
     pattern: str = "dataset"  # dataset | record
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What `lineage process` did: the job's own result (the dataset version it published),
+    the job's name and, when it kept any, where its OpenLineage events are (for replay)."""
+
+    output: ProcessingResult
+    job_name: str
+    openlineage_events: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What `process --json` prints: the job's result file, then what the run adds."""
+        found = {**self.output.to_json(), "job_name": self.job_name}
+        if self.openlineage_events is not None:
+            found["openlineage_events"] = self.openlineage_events
+        return found
 
 
 def build_spec(
@@ -90,11 +108,11 @@ def build_spec(
     )
 
 
-def process(settings: Settings, options: ProcessOptions, *, stream: bool = True) -> dict[str, Any]:
+def process(settings: Settings, options: ProcessOptions, *, stream: bool = True) -> ProcessResult:
     """Run the processing job; return its result (tag, commit, md5, counts, ...)."""
     # the local runtime, imported here: `lineage sagemaker` uses this module's build_spec
     from local.runner import run_processing
-    from local.runner.launch import job_result
+    from local.runner.launch import require_completed
     from local.stack import stack_for
 
     if options.pattern not in PATTERNS:
@@ -114,10 +132,13 @@ def process(settings: Settings, options: ProcessOptions, *, stream: bool = True)
             stream=stream,
         )
     lineage_dir = outcome.output_dir / contract.PROCESSING_RESULT_DIR
-    result = job_result(outcome, "processing", lineage_dir / contract.PROCESSING_RESULT_FILE)
-    if (lineage_dir / KEEP_DIR).is_dir():  # the OpenLineage events it produced, for replay
-        result["openlineage_events"] = str(lineage_dir / KEEP_DIR)
-    return result
+    require_completed(outcome, "processing")
+    kept = lineage_dir / KEEP_DIR  # the OpenLineage events it produced, for replay
+    return ProcessResult(
+        output=ProcessingResult.read(lineage_dir / contract.PROCESSING_RESULT_FILE),
+        job_name=outcome.name,
+        openlineage_events=str(kept) if kept.is_dir() else None,
+    )
 
 
 def take_consent_snapshot(settings: Settings, directory: Path) -> str:

@@ -85,8 +85,8 @@ def retrain_run(
         ),
         stream=stream,
     )
-    again = str(result["run_id"])
-    device = str(result.get("device", "cpu"))
+    again = str(result.output.run_id)
+    device = str(result.output.device)
     exact = device == "cpu" and run.params.get("device", "cpu") == "cpu"
     comparisons = [
         _compare(

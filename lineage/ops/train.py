@@ -13,9 +13,10 @@ from lineage.config import Settings
 from lineage.credentials import private_dir, write_private
 from lineage.errors import LineageError
 from lineage.gitops import split_credentials
+from lineage.jobresult import TrainingResult
 from lineage.jobspec import Channel, TrainingJobSpec, job_name
 from lineage.openlineage.emit import KEEP_DIR, forwarded_env
-from lineage.ops.process import DEFAULT_REPO, ProcessOptions, process
+from lineage.ops.process import DEFAULT_REPO, ProcessOptions, ProcessResult, process
 from lineage.registry import parse_model_ref
 from lineage.tracking import DEFAULT_EXPERIMENT, fail_unfinished_runs
 
@@ -40,6 +41,59 @@ class TrainOptions:
     erasures: str | None = None  # JSON file md5 -> request: objects erased (the channel)
     repo_url: str | None = None  # the dataset repository, when not `repo` on the local server
     instance_count: int = 1  # hosts of the training job (DistributedDataParallel when > 1)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `lineage train` did: the job's own result (its run, the registry version), the
+    job's name, its model.tar.gz, where its OpenLineage events are (when it kept any) and
+    whether the new version joined the lineage index."""
+
+    output: TrainingResult
+    job_name: str
+    model_artifact: str
+    indexed: bool
+    openlineage_events: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What `train --json` prints: the job's result file, then what the run adds."""
+        found = {
+            **self.output.to_json(),
+            "job_name": self.job_name,
+            "model_artifact": self.model_artifact,
+        }
+        if self.openlineage_events is not None:
+            found["openlineage_events"] = self.openlineage_events
+        return {**found, "indexed": self.indexed}
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What `lineage pipeline` did: the processing job, then the training job on its tag."""
+
+    processing: ProcessResult
+    training: TrainResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {"processing": self.processing.to_json(), "training": self.training.to_json()}
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What `lineage promote` did: `alias` of `model_name` moved to `version`."""
+
+    model_name: str
+    alias: str
+    version: str
+    previous_version: str | None  # where the alias pointed before, if anywhere
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "alias": self.alias,
+            "version": self.version,
+            "previous_version": self.previous_version,
+        }
 
 
 def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> TrainingJobSpec:
@@ -81,10 +135,10 @@ def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> Trai
     )
 
 
-def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> dict[str, Any]:
+def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> TrainResult:
     # the local runtime, imported here: `lineage sagemaker` uses this module's build_spec
     from local.runner import run_training
-    from local.runner.launch import job_result
+    from local.runner.launch import require_completed
 
     if options.pretrained.lower() not in ("none", "torchvision"):
         path = Path(options.pretrained)
@@ -105,19 +159,20 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
         runtime=options.runtime,
         stream=stream,
     )
-    result_file = (
-        contract.TrainingPaths(outcome.base_dir).output_data_dir / contract.TRAINING_RESULT_FILE
-    )
+    output_data = contract.TrainingPaths(outcome.base_dir).output_data_dir
     if not outcome.succeeded:  # a crash or a dead server can leave the run RUNNING
         for run_id in fail_unfinished_runs(settings.mlflow_uri, spec.name):
             log.warning("run %s of the failed job %s marked FAILED", run_id, spec.name)
-    result = job_result(outcome, "training", result_file)
-    result["model_artifact"] = str(outcome.model_archive)
-    kept = contract.TrainingPaths(outcome.base_dir).output_data_dir / KEEP_DIR
-    if kept.is_dir():  # the OpenLineage events it produced, for replay
-        result["openlineage_events"] = str(kept)
-    result["indexed"] = index_version(settings, result)
-    return result
+    require_completed(outcome, "training")
+    output = TrainingResult.read(output_data / contract.TRAINING_RESULT_FILE)
+    kept = output_data / KEEP_DIR  # the OpenLineage events it produced, for replay
+    return TrainResult(
+        output=output,
+        job_name=outcome.name,
+        model_artifact=str(outcome.model_archive),
+        openlineage_events=str(kept) if kept.is_dir() else None,
+        indexed=index_version(settings, output.model_name, output.model_version, output.run_id),
+    )
 
 
 def with_erasures(settings: Settings, options: TrainOptions) -> TrainOptions:
@@ -133,20 +188,19 @@ def with_erasures(settings: Settings, options: TrainOptions) -> TrainOptions:
     return replace(options, erasures=str(path))
 
 
-def index_version(settings: Settings, result: dict[str, Any]) -> bool:
+def index_version(
+    settings: Settings, model_name: str, model_version: str | None, run_id: str
+) -> bool:
     """Add a newly registered version to the lineage index. The model is registered whatever
     happens here: a failure only leaves the index behind, which every audit detects."""
-    if not result.get("model_version"):
+    if not model_version:
         return False
     from lineage.index.store import LineageIndex
     from lineage.registry import mlflow_client
 
     try:
         LineageIndex.from_settings(settings).add(
-            mlflow_client(settings.mlflow_uri),
-            result["model_name"],
-            str(result["model_version"]),
-            result["run_id"],
+            mlflow_client(settings.mlflow_uri), model_name, str(model_version), run_id
         )
     except Exception as exc:  # noqa: BLE001 - never fail a registered model for the index
         log.warning("the lineage index was not updated (%s); run `lineage index rebuild`", exc)
@@ -160,20 +214,18 @@ def pipeline(
     train_options: TrainOptions,
     *,
     stream: bool = True,
-) -> dict[str, Any]:
+) -> PipelineResult:
     """Process, then train on the tag the processing job just published."""
     processed = process(settings, process_options, stream=stream)
     trained = train(
         settings,
-        TrainOptions(
-            **{**train_options.__dict__, "tag": processed["tag"], "repo": process_options.repo}
-        ),
+        replace(train_options, tag=processed.output.tag, repo=process_options.repo),
         stream=stream,
     )
-    return {"processing": processed, "training": trained}
+    return PipelineResult(processing=processed, training=trained)
 
 
-def promote(settings: Settings, model: str, alias: str) -> dict[str, Any]:
+def promote(settings: Settings, model: str, alias: str) -> Promotion:
     """Point registry alias `alias` at `model` (MLflow aliases, not deprecated stages)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -199,4 +251,4 @@ def promote(settings: Settings, model: str, alias: str) -> dict[str, Any]:
             f"cannot set alias {alias} on {model}: {exc.message}",
             "check the name and version with the MLflow UI",
         ) from None
-    return {"model_name": name, "alias": alias, "version": version, "previous_version": previous}
+    return Promotion(model_name=name, alias=alias, version=version, previous_version=previous)

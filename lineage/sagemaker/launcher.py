@@ -163,7 +163,13 @@ class Launcher:
         # would otherwise call the index out of date until `lineage index rebuild`)
         from lineage.ops.train import index_version
 
-        return dataclasses.replace(result, indexed=index_version(self.settings, result.training()))
+        indexed = index_version(
+            self.settings,
+            str(trained.get("model_name", "")),
+            trained.get("model_version"),
+            str(trained.get("run_id", "")),
+        )
+        return dataclasses.replace(result, indexed=indexed)
 
     def _upload_consent_snapshot(self, run_id: str) -> str:
         with tempfile.TemporaryDirectory(prefix="lineage-consent-") as tmp:
@@ -192,12 +198,12 @@ class Launcher:
         image = self.settings.image_uri("inference")
         digests = self.preflight(image)
         with tempfile.TemporaryDirectory(prefix="lineage-deploy-") as tmp:
-            info = materialize(self.settings, ref, Path(tmp) / "endpoint")
-            name, version = info["model_name"], info["model_version"]
+            model = materialize(self.settings, ref, Path(tmp) / "endpoint")
+            name, version = model.model_name, model.model_version
             key = f"models/{name}/{version}/{contract.MODEL_ARCHIVE}"
             self.report(f"upload {contract.MODEL_ARCHIVE} to s3://{self.config.bucket}/{key}")
-            self.upload(Path(info["model_data"]), key, contract.MODEL_ARCHIVE)
-        lineage = info["lineage"]
+            self.upload(model.model_data, key, contract.MODEL_ARCHIVE)
+        lineage = model.lineage
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         model_name = f"{job_name(f'{name}-v{version}')[:48]}-{stamp[-6:]}"[:63]
         tags = lineage_tags(
@@ -217,7 +223,7 @@ class Launcher:
             "Tags": tags,
         }
         url = endpoint_url(self.settings.aws_region, endpoint_name)
-        with deploy_lineage_run(self.settings, info, url):
+        with deploy_lineage_run(self.settings, model, url):
             exists = endpoints.create_endpoint(
                 self.sagemaker, model_request, endpoint_name, instance_type, self.report
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,7 +9,6 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lineage import contract
 from lineage.config import merge_env
@@ -210,13 +208,10 @@ def read_reason(path: Path, exit_code: int, log_file: Path) -> str:
     return ""
 
 
-def job_result(outcome: JobOutcome, kind: str, result_file: Path) -> dict[str, Any]:
-    """The JSON result a completed job left, or the job's own failure reason as an error."""
+def require_completed(outcome: JobOutcome, kind: str) -> None:
+    """A failed job is an error carrying the job's own failure reason."""
     if not outcome.succeeded:
         raise LineageError(
             f"{kind} job {outcome.name} failed: {outcome.message}",
             f"full log: {outcome.log_file}",
         )
-    result: dict[str, Any] = json.loads(result_file.read_text())
-    result["job_name"] = outcome.name
-    return result

@@ -138,7 +138,7 @@ def test_a_docker_pipeline_serves_through_the_sdk_and_survives_down_and_up(
     os.environ.update(settings.stack_auth_env())
     served = materialize(settings, f"{repo}/1", tmp_path / "endpoint")
     png = digit_images(tmp_path, 1)[0]
-    answer = sdk_host_answer(images["inference"], Path(served["model_dir"]), png)
+    answer = sdk_host_answer(images["inference"], served.model_dir, png)
     assert answer["status"] == 200
     lineage = answer["body"]["lineage"]
     assert (lineage["model_name"], lineage["model_version"]) == (repo, "1")

@@ -277,7 +277,7 @@ def test_the_inference_image_refuses_a_model_without_onnx(
         f"{trained['model_name']}/{trained['model_version']}",
         tmp_path / "endpoint",
     )
-    model_dir = Path(info["model_dir"])
+    model_dir = info.model_dir
     (model_dir / "model.onnx").unlink()
     for path in [model_dir, *model_dir.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
@@ -314,7 +314,7 @@ def test_the_sagemaker_sdk_hosts_the_inference_image_and_it_answers_with_lineage
             str(REPO_ROOT / ".venv-sdk" / "bin" / "python"),
             str(Path(__file__).parent / "sdk_host.py"),
             images["inference"],
-            info["model_dir"],
+            str(info.model_dir),
             str(png),
             str(work),
         ],

@@ -154,7 +154,7 @@ def server(
     )
     port = free_port_block(1)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inference", "serve", "--model-dir", info["model_dir"]],
+        [sys.executable, "-m", "inference", "serve", "--model-dir", str(info.model_dir)],
         env={
             **os.environ,
             "SAGEMAKER_BIND_TO_PORT": str(port),

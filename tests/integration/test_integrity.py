@@ -245,10 +245,10 @@ def test_the_server_refuses_weights_that_differ_from_its_lineage(
     running_stack: RunningStack, trained: Trained, tmp_path: Path
 ) -> None:
     info = materialize(running_stack.settings, trained.ref, tmp_path / "endpoint")
-    weights = Path(info["model_dir"]) / "weights.pt"
+    weights = info.model_dir / "weights.pt"
     weights.write_bytes(_perturbed(weights.read_bytes()))
     out = subprocess.run(
-        [sys.executable, "-m", "inference", "serve", "--model-dir", info["model_dir"]],
+        [sys.executable, "-m", "inference", "serve", "--model-dir", str(info.model_dir)],
         env={**os.environ, "SAGEMAKER_BIND_TO_PORT": str(free_port_block(1))},
         capture_output=True,
         text=True,
@@ -264,7 +264,7 @@ def test_an_endpoint_serving_other_weights_fails_the_trace(
     """The attacker swaps the weights on the endpoint's disk and fixes its lineage.json so the
     server starts: trace compares the served digest with the run's record, not the file's."""
     info = materialize(running_stack.settings, trained.ref, tmp_path / "endpoint")
-    model_dir = Path(info["model_dir"])
+    model_dir = info.model_dir
     weights = model_dir / "weights.pt"
     weights.write_bytes(_perturbed(weights.read_bytes()))
     lineage = json.loads((model_dir / "lineage.json").read_text())
@@ -363,9 +363,9 @@ def test_a_registered_version_carries_its_record_in_every_copy(
     ):
         assert tags[fact] == params[fact], fact
     info = materialize(running_stack.settings, trained.ref, tmp_path / "endpoint")
-    lineage = json.loads((Path(info["model_dir"]) / "lineage.json").read_text())
+    lineage = json.loads((info.model_dir / "lineage.json").read_text())
     assert lineage["model_version"] == trained.version  # written at registration, not only deploy
-    assert lineage["weights_sha256"] == file_sha256(Path(info["model_dir"]) / "weights.pt")
+    assert lineage["weights_sha256"] == file_sha256(info.model_dir / "weights.pt")
     assert lineage["weights_sha256"] == params["weights_sha256"]
 
 
