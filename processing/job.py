@@ -15,18 +15,17 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import NoReturn
 
 from lineage import contract, manifest, tracking
 from lineage.consent.snapshot import Snapshot
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
+from lineage.jobentry import run_job
 from lineage.jobresult import ProcessingResult, write_result
 from lineage.jobspec import dataset_tag
 from lineage.manifest import DATASET_METADATA, DVC_FILE
@@ -381,33 +380,13 @@ def _step(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    contract.configure_job_logging(sys.stdout)
-    tracking.bound_client_waits()
     paths = contract.ProcessingPaths.from_env()
-    # SageMaker stops a job with SIGTERM. As PID 1 in a container a signal without a handler
-    # is ignored, so the job would hang until SIGKILL: stop at once, with a reason. Nothing
-    # half-published is left behind: the tag is pushed last (see publish.py).
-    signal.signal(signal.SIGTERM, _stopped)
-    try:
-        run(parse_args(sys.argv[1:] if argv is None else argv), paths)
-    except JobStopped:
-        _fail(paths, "stopped by SIGTERM (a version is tagged only after its data is pushed)")
-    except (LineageError, SourceError, SamplingError) as exc:
-        _fail(paths, str(exc))
-    except Exception as exc:
-        log.exception("unexpected failure")
-        _fail(paths, f"internal error: {exc.__class__.__name__}: {exc}")
-
-
-class JobStopped(BaseException):
-    """SIGTERM arrived (a BaseException, so no `except Exception` swallows it)."""
-
-
-def _stopped(signum: int, _frame: FrameType | None) -> None:
-    raise JobStopped(signum)
-
-
-def _fail(paths: contract.ProcessingPaths, reason: str) -> NoReturn:
-    log.error("%s", reason)
-    contract.write_reason(paths.message_file, reason)
-    sys.exit(1)
+    # SIGTERM stops the job at once, with a reason. Nothing half-published is left behind:
+    # the tag is pushed last (see publish.py).
+    run_job(
+        lambda: run(parse_args(sys.argv[1:] if argv is None else argv), paths),
+        paths.message_file,
+        log=log,
+        errors=(LineageError, SourceError, SamplingError),
+        stopped_reason="stopped by SIGTERM (a version is tagged only after its data is pushed)",
+    )

@@ -12,20 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
 from lineage import contract, datarepo, tracking
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
+from lineage.jobentry import run_job
 from lineage.jobresult import TrainingResult, write_result
 from lineage.openlineage import events as ol
 from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
@@ -587,18 +586,16 @@ def _register(mlflow: Any, run_id: str, record: LineageRecord) -> str:
 
 
 def main() -> None:
-    contract.configure_job_logging(sys.stdout)
-    tracking.bound_client_waits()
     paths = contract.TrainingPaths.from_env()
-    stop = _StopFlag()
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        result = run(paths, stop)
-    except LineageError as exc:
-        _fail(paths, str(exc))
-    except Exception as exc:  # the platform needs a reason for any failure
-        log.exception("unexpected failure")
-        _fail(paths, f"internal error: {exc.__class__.__name__}: {exc}")
+    stop = _StopFlag()  # SIGTERM: the loop stops after its batch and the job fails with why
+    # a reason written earlier is kept, as the toolkit does
+    result = run_job(
+        lambda: run(paths, stop),
+        paths.failure_file,
+        log=log,
+        on_sigterm=stop,
+        keep_earlier_reason=True,
+    )
     paths.success_file.parent.mkdir(parents=True, exist_ok=True)
     if result is None:  # a follower host: the leader wrote the model and the result
         paths.success_file.write_text("")
@@ -612,10 +609,3 @@ def main() -> None:
         result.model_version,
         result.seconds,
     )
-
-
-def _fail(paths: contract.TrainingPaths, reason: str) -> NoReturn:
-    log.error("%s", reason)
-    if not paths.failure_file.exists():  # keep a reason written earlier, as the toolkit does
-        contract.write_reason(paths.failure_file, reason)
-    sys.exit(1)
