@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import mlflow
 import pytest
 
 from lineage.config import Settings
@@ -114,7 +115,10 @@ def test_compose_up_from_nothing_is_healthy_published_for_containers_and_closed(
 
 
 def test_a_docker_pipeline_serves_through_the_sdk_and_survives_down_and_up(
-    compose_stack: ComposeRun, images: dict[str, str], tmp_path: Path
+    compose_stack: ComposeRun,
+    images: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env, repo = compose_stack.env, f"compose-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
@@ -135,8 +139,14 @@ def test_a_docker_pipeline_serves_through_the_sdk_and_survives_down_and_up(
     # the registered model, hosted by the SageMaker SDK's local mode (network sagemaker-local)
     make_sdk_venv()
     settings = compose_stack.settings
-    os.environ.update(settings.stack_auth_env())
-    served = materialize(settings, f"{repo}/1", tmp_path / "endpoint")
+    for key, value in settings.stack_auth_env().items():  # this stack's, for this test only
+        monkeypatch.setenv(key, value)
+    previous = mlflow.get_tracking_uri()  # materialize points the process's MLflow here
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", previous)
+    try:
+        served = materialize(settings, f"{repo}/1", tmp_path / "endpoint")
+    finally:
+        mlflow.set_tracking_uri(previous)
     png = digit_images(tmp_path, 1)[0]
     answer = sdk_host_answer(images["inference"], served.model_dir, png)
     assert answer["status"] == 200
