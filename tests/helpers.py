@@ -681,6 +681,11 @@ class CliRun:
         """stdout as exactly one JSON document (a progress line there would fail this)."""
         return json.loads(self.stdout)
 
+    @property
+    def said(self) -> str:
+        """stderr as one line: the frame and line breaks of click's error panel taken out."""
+        return " ".join(re.sub("[│╭╮╰╯─]", " ", self.stderr).split())
+
 
 def run_lineage(*args: str) -> CliRun:
     """`lineage ARGS` in this process, through the console script's own entry point
@@ -698,9 +703,8 @@ def run_lineage(*args: str) -> CliRun:
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            return CliRun(code, stdout.getvalue().decode(), stderr.getvalue().decode())
     finally:
         sys.argv = argv
-    return CliRun(code, stdout.getvalue().decode(), stderr.getvalue().decode())
