@@ -1,7 +1,8 @@
 # model-lineage — the verbs users type.
 #
 #   make demo      set up, start the embedded local stack, run the main job
-#   make test      set up and run the test suite (unit + integration against real servers)
+#   make test      set up and run the test suite: the fast tier, then the real-server tiers
+#   make test-fast the fast tier (tests/unit + tests/cli: in-process, no servers), coverage floor
 #   make lint      ruff + mypy + lint-imports (the layers)
 #   make install   .venv from the lock (a no-op in seconds when nothing changed)
 #   make lock      re-resolve requirements.lock from pyproject.toml (needs the package index)
@@ -33,12 +34,12 @@ TORCH_ONLY := torch torchvision triton cuda-bindings cuda-pathfinder cuda-toolki
   nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse \
   nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx
 
-.PHONY: help install lock lint test test-unit test-integration demo stack-up stack-down clean \
+.PHONY: help install lock lint test test-fast test-unit test-integration demo stack-up stack-down clean \
   bench-tools bench-serve sdk-venv \
   wheels project-wheel base-image images images-plan push stack-image compose-up compose-down
 
 help:
-	@sed -n '3,11p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -94,14 +95,31 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
 
-test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+# The fast tier: tests/unit (pure logic, stores on SQLite and PostgreSQL, fakes of MLflow and
+# AWS) and tests/cli (the `lineage` command run in process, its operations faked): no server,
+# no Docker, under 90 s on 2 cores. Warnings are errors there (pyproject's filterwarnings).
+# Coverage is measured on it and held to COV_FLOOR: the total measured when the floor was set
+# (63.2%), rounded down, less one. Raise it when coverage rises.
+FAST_TESTS := tests/unit tests/cli
+COV_FLOOR ?= 62
+COV_ARGS = $(addprefix --cov=,lineage local processing training inference) \
+  --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR)
+# The real-server tiers report warnings instead of failing on them (-W default): theirs come
+# from servers, clients and engines that only CI runs.
+SLOW_TESTS := tests/integration tests/container
+RELAXED_WARNINGS := -W default
+
+test: test-fast
+	$(BIN)/pytest $(SLOW_TESTS) $(RELAXED_WARNINGS) $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest $(FAST_TESTS) $(COV_ARGS) $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: install
-	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration $(RELAXED_WARNINGS) $(PYTEST_ARGS)
 
 # The reference scenario end to end (`lineage demo`): two dataset versions processed, trained
 # and registered, compared, the better one promoted and deployed, invoked, traced, reproduced.
@@ -185,4 +203,4 @@ push: | $(VENV)/.installed
 	$(IMAGE_VARS) $(BIN)/python -m local.images push $(if $(DRY_RUN),--dry-run,)
 
 clean:
-	rm -rf $(VENV) $(SDK_VENV) .mypy_cache .ruff_cache .pytest_cache $(WHEELHOUSE) build
+	rm -rf $(VENV) $(SDK_VENV) .mypy_cache .ruff_cache .pytest_cache .coverage $(WHEELHOUSE) build

@@ -10,6 +10,7 @@ writer waits instead of failing.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -108,6 +109,10 @@ class SqlStore:
         self.url = url
         self.shown_url = redact_url(url)
         self.engine: Engine = open_engine(url, self.env_var, self.what)
+        # the pooled connections are closed when the store goes (an audit opens its stores
+        # per question): left to the garbage collector, PostgreSQL's would stay open until
+        # then, and psycopg warns about each one (ResourceWarning)
+        weakref.finalize(self, self.engine.dispose)
         try:
             self.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:

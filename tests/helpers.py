@@ -16,7 +16,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,8 +26,13 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import create_engine, text
 
+from lineage import manifest
 from lineage.consent.anchor import ConsentAnchor
 from lineage.consent.store import ConsentStore
+from lineage.hashing import bytes_sha256
+from lineage.index.source import ModelData
+from lineage.manifest import ManifestRow
+from lineage.record import LineageRecord
 from tests.conftest import free_port_block
 
 
@@ -487,3 +494,217 @@ def sdk_host_answer(image: str, model_dir: Path, png: Path) -> dict[str, Any]:
     finally:
         shutil.rmtree(hosting, ignore_errors=True)
     return answer
+
+
+# -- the fast tier: an in-memory MLflow and the in-process command line --------------------
+
+
+class Page(list[Any]):
+    """One page of an MLflow search: its items and the next page's token (None: the last)."""
+
+    def __init__(self, items: list[Any], token: str | None) -> None:
+        super().__init__(items)
+        self.token = token
+
+
+def _page(items: list[Any], size: int, token: str | None) -> Page:
+    start = int(token or 0)
+    return Page(
+        items[start : start + size], str(start + size) if start + size < len(items) else None
+    )
+
+
+def epoch_ms(iso: str) -> int:
+    """`2026-01-03` or `2026-01-03T10:00:00` (UTC) as MLflow's milliseconds."""
+    from datetime import UTC, datetime
+
+    return int(datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+class FakeMlflow:
+    """The MLflow client calls the lineage questions make (registry search and pages, aliases,
+    runs, the manifest artifact), answered from memory. `register` adds what `lineage train`
+    leaves behind: a finished training run whose params hold the full data record, a registry
+    version whose tags repeat it, and the run's manifest.csv. A small `page_size` makes every
+    search come back page by page."""
+
+    def __init__(self, page_size: int = 1000) -> None:
+        self.page_size = page_size
+        self.runs: dict[str, Any] = {}
+        self.versions: dict[tuple[str, str], Any] = {}
+        self.aliases: dict[str, dict[str, str]] = {}
+        self.artifacts: dict[str, bytes] = {}  # run id -> its manifest.csv
+
+    @property
+    def client(self) -> Any:
+        """This fake where the code wants an `MlflowClient`."""
+        return self
+
+    def register(
+        self,
+        name: str,
+        version: str,
+        rows: list[ManifestRow],
+        *,
+        trained: str,
+        pattern: str = "record",
+        consent_as_of: str = "",
+        consent_snapshot_sha256: str = "",
+        params: dict[str, str] | None = None,
+        metrics: dict[str, float] | None = None,
+    ) -> ModelData:
+        """A registered version trained at `trained` (ISO) on `rows`; its `ModelData`."""
+        record_pattern = pattern == "record"
+        columns = manifest.RECORD_COLUMNS if record_pattern else manifest.BASE_COLUMNS
+        data = manifest.render(rows, columns)
+        sha = bytes_sha256(data)
+        record = LineageRecord(
+            data_git_commit_id=sha[:40],
+            dvc_tag=f"v-{sha[:8]}",
+            data_version=f"v-{sha[:8]}",
+            dataset_md5=f"{sha[:32]}.dir",
+            manifest_sha256=sha,
+            weights_sha256="w" * 64,
+            model_sha256="m" * 64,
+            pattern=pattern,
+            consent_snapshot_sha256=consent_snapshot_sha256,
+            consent_as_of=consent_as_of,
+            dvc_repo_url="https://git.example.com/datasets.git",
+            consent_head_seq="1" if record_pattern else "",
+            consent_head_hash="h" * 64 if record_pattern else "",
+        )
+        run_id, ms = f"run-{name}-{version}", epoch_ms(trained)
+        self.runs[run_id] = SimpleNamespace(
+            info=SimpleNamespace(
+                run_id=run_id,
+                experiment_id="1",
+                run_name=f"train-{name}",
+                status="FINISHED",
+                start_time=ms,
+                end_time=ms + 60_000,
+            ),
+            data=SimpleNamespace(
+                params={**record.to_params(), "count_train": "2", **(params or {})},
+                tags={"lineage.stage": "training", "model_name": name},
+                metrics=dict(metrics or {}),
+            ),
+        )
+        self.versions[(name, version)] = SimpleNamespace(
+            name=name,
+            version=version,
+            run_id=run_id,
+            tags=record.to_tags(),
+            source=f"runs:/{run_id}/model",
+            creation_timestamp=ms,
+        )
+        self.artifacts[run_id] = data
+        return ModelData(
+            name,
+            version,
+            run_id,
+            ms,
+            record.dvc_tag,
+            record.data_git_commit_id,
+            record.dataset_md5,
+            sha,
+            pattern,
+            consent_snapshot_sha256 or None,
+            consent_as_of or None,
+        )
+
+    # -- MlflowClient ----------------------------------------------------------------------
+    @staticmethod
+    def _missing(what: str) -> Exception:
+        from mlflow.exceptions import MlflowException
+
+        return MlflowException(f"{what} not found (RESOURCE_DOES_NOT_EXIST)")
+
+    def search_model_versions(
+        self,
+        filter_string: str | None = None,
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> Page:
+        found = sorted(self.versions.values(), key=lambda v: (v.name, int(v.version)))
+        if filter_string:
+            run_id = re.fullmatch(r"run_id = '(.*)'", filter_string)
+            assert run_id, f"filter not faked: {filter_string}"
+            found = [v for v in found if v.run_id == run_id.group(1)]
+        return _page(found, min(max_results, self.page_size), page_token)
+
+    def search_registered_models(
+        self, max_results: int = 1000, page_token: str | None = None
+    ) -> Page:
+        names = sorted({name for name, _ in self.versions})
+        models = [SimpleNamespace(name=n, aliases=dict(self.aliases.get(n, {}))) for n in names]
+        return _page(models, min(max_results, self.page_size), page_token)
+
+    def get_model_version(self, name: str, version: str) -> Any:
+        if (name, version) not in self.versions:
+            raise self._missing(f"Model Version (name={name}, version={version})")
+        return self.versions[(name, version)]
+
+    def get_registered_model(self, name: str) -> Any:
+        if not any(n == name for n, _ in self.versions):
+            raise self._missing(f"Registered Model with name={name}")
+        return SimpleNamespace(name=name, aliases=dict(self.aliases.get(name, {})))
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> Any:
+        version = self.aliases.get(name, {}).get(alias)
+        if version is None:
+            raise self._missing(f"alias {alias} of {name}")
+        return self.versions[(name, version)]
+
+    def get_run(self, run_id: str) -> Any:
+        if run_id not in self.runs:
+            raise self._missing(f"Run '{run_id}'")
+        return self.runs[run_id]
+
+    def download_artifacts(self, run_id: str, path: str, dst_path: str | None = None) -> str:
+        if run_id not in self.artifacts or path != "manifest.csv":
+            raise self._missing(f"artifact {path} of run {run_id}")
+        target = Path(dst_path or ".") / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(self.artifacts[run_id])
+        return str(target)
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """How one in-process `lineage` call exited and what it printed where."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        """stdout as exactly one JSON document (a progress line there would fail this)."""
+        return json.loads(self.stdout)
+
+    @property
+    def said(self) -> str:
+        """stderr as one line: the frame and line breaks of click's error panel taken out."""
+        return " ".join(re.sub("[│╭╮╰╯─]", " ", self.stderr).split())
+
+
+def run_lineage(*args: str) -> CliRun:
+    """`lineage ARGS` in this process, through the console script's own entry point
+    (`lineage.cli.app.main`, which turns a LineageError into one line and its exit code),
+    stdout and stderr captured apart by click's CliRunner."""
+    from typer.testing import CliRunner
+
+    from lineage.cli.app import main
+
+    argv, sys.argv = sys.argv, ["lineage", *args]
+    try:
+        with CliRunner().isolation() as (stdout, stderr, _):
+            try:
+                main()
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            return CliRun(code, stdout.getvalue().decode(), stderr.getvalue().decode())
+    finally:
+        sys.argv = argv

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -70,7 +70,13 @@ def invoke_command(
     results = invoke(endpoint, files)
     if json_output:
         emit_json(results)
-        return
+    else:
+        _print_answers(results)
+    if any(r["status"] != 200 for r in results):  # with --json too: scripts read the exit code
+        raise typer.Exit(code=1)
+
+
+def _print_answers(results: list[dict[str, Any]]) -> None:
     table = Table()
     for column in ("file", "label", "p", "model", "data commit"):
         table.add_column(column)
@@ -87,5 +93,3 @@ def invoke_command(
             str(lineage["data_git_commit_id"])[:12],
         )
     console.print(table)
-    if any(r["status"] != 200 for r in results):
-        raise typer.Exit(code=1)

@@ -67,7 +67,9 @@ def launch_hosts(launches: list[HostLaunch], stream: bool) -> list[HostExit]:
 
 
 def _pump(source: IO[str], log_file: Path, host: str, stream: bool) -> None:
-    with log_file.open("w") as log:
+    """Copy a host's output to its log until the host (and every child holding the pipe)
+    has exited; then close the pipe."""
+    with source, log_file.open("w") as log:
         for line in source:
             log.write(line)
             log.flush()

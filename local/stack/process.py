@@ -40,14 +40,29 @@ def read_pid(pid_file: Path) -> int | None:
     return int(text)
 
 
+# The services this process started: a service runs on after the `Popen` that started it
+# (and `lineage stack up` itself) is gone, so each is kept here until it is found dead and
+# reaped through it, rather than dropped while it runs (Python's ResourceWarning).
+_started: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _forget(pid: int) -> None:
+    """A service of ours that ended: reaped through its `Popen`, which then goes quietly."""
+    proc = _started.pop(pid, None)
+    if proc is not None:
+        proc.poll()
+
+
 def is_alive(pid: int) -> bool:
     """True if `pid` runs and is not a zombie (reaping it if it is our own dead child)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
+        _forget(pid)
         return False
     state = stat.rsplit(")", 1)[-1].split()[0]
     if state in ("Z", "X"):
+        _forget(pid)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         return False
@@ -104,6 +119,7 @@ def spawn(
             )
         except OSError as exc:
             raise StackError(f"cannot start {argv[0]}: {exc.strerror}", "check the path") from None
+    _started[proc.pid] = proc
     pid_file.write_text(f"{proc.pid}\n")
     return proc.pid
 

@@ -1,13 +1,20 @@
 """The lineage index on its own (SQLite and PostgreSQL): datasets stored once, answers by
-patient and by model, and concurrent writers that neither duplicate nor lose anything."""
+patient and by model, concurrent writers that neither duplicate nor lose anything, and the
+rebuild from MLflow (an in-memory one, tests.helpers.FakeMlflow): idempotent, in step with
+the registry, agreeing with the full scan."""
 
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
+from typing import Any
 
-from lineage.index.source import ModelData
+import pytest
+
+from lineage.index.source import AuditError, ModelData, ScanSource
 from lineage.index.store import IndexSource, LineageIndex
 from lineage.manifest import ManifestRow
+from tests.helpers import FakeMlflow
 
 
 def _model(name: str, version: str, dataset: str = "d1") -> ModelData:
@@ -82,3 +89,73 @@ def test_concurrent_writers_store_one_dataset_and_every_version(database_url: st
         assert w.exitcode == 0
     summary = LineageIndex(database_url).summary()
     assert (summary.models, summary.datasets, summary.records) == (12, 1, 200)
+
+
+def _registry() -> FakeMlflow:
+    """cxr/1 and cxr/2 trained on one dataset, cxr/3 on another; searches come in pages of 2."""
+    mlflow = FakeMlflow(page_size=2)
+    for version in ("1", "2"):
+        mlflow.register("cxr", version, _rows("d1"), trained=f"2026-01-0{version}")
+    mlflow.register("cxr", "3", _rows("d2", patients=5), trained="2026-01-03")
+    return mlflow
+
+
+def _answers(source: IndexSource | ScanSource) -> dict[str, Any]:
+    return {
+        "models": [m.ref for m in source.models()],
+        "PAT-00003": source.records_of_patient("PAT-00003"),
+        "PAT-00019": source.records_of_patient("PAT-00019"),
+        "cxr/3": source.records_of_model("cxr/3"),
+    }
+
+
+def test_rebuild_from_mlflow_is_idempotent_and_stores_a_shared_dataset_once(
+    database_url: str,
+) -> None:
+    mlflow = _registry()
+    index = LineageIndex(database_url)
+    first = index.rebuild(mlflow.client)
+    assert (first.models, first.runs, first.datasets, first.records) == (3, 3, 2, 25)
+    answers = _answers(index.source(mlflow.client))  # source(): checked fresh first
+    again = index.rebuild(mlflow.client)
+    assert again.to_json() | {"seconds": 0} == first.to_json() | {"seconds": 0}
+    assert _answers(index.source(mlflow.client)) == answers
+    assert sorted(answers["PAT-00003"]) == ["cxr/1", "cxr/2", "cxr/3"]
+
+
+def test_the_index_and_the_full_scan_give_the_same_answers(tmp_path: Path) -> None:
+    mlflow = _registry()
+    index = LineageIndex(f"sqlite:///{tmp_path / 'index.db'}")
+    index.rebuild(mlflow.client)
+    indexed, scanned = index.source(mlflow.client), ScanSource(mlflow.client)
+    assert _answers(indexed) == _answers(scanned)
+    assert indexed.models() == scanned.models()  # every recorded fact, not only the refs
+    for source in (indexed, scanned):
+        with pytest.raises(AuditError, match="cxr/9 is not a registered model version"):
+            source.records_of_model("cxr/9")
+
+
+def test_the_freshness_check_names_what_the_index_misses_or_still_holds(tmp_path: Path) -> None:
+    mlflow = _registry()
+    index = LineageIndex(f"sqlite:///{tmp_path / 'index.db'}")
+    index.rebuild(mlflow.client)
+    index.check_fresh(mlflow.client)
+    mlflow.register("cxr", "4", _rows("d2", patients=5), trained="2026-01-04")
+    with pytest.raises(AuditError, match=r"1 registered versions not indexed, 0 .*\(cxr/4\)"):
+        index.source(mlflow.client)
+    index.rebuild(mlflow.client)
+    del mlflow.versions[("cxr", "1")]
+    with pytest.raises(AuditError, match=r"0 registered .* 1 indexed versions no longer .*cxr/1"):
+        index.check_fresh(mlflow.client)
+
+
+def test_rebuild_stops_at_a_version_whose_lineage_is_incomplete(tmp_path: Path) -> None:
+    mlflow = _registry()
+    del mlflow.runs["run-cxr-3"].data.params["dataset_md5"]
+    index = LineageIndex(f"sqlite:///{tmp_path / 'index.db'}")
+    with pytest.raises(AuditError, match="run run-cxr-3 has no dataset_md5: its lineage is"):
+        index.rebuild(mlflow.client)
+    mlflow = _registry()
+    del mlflow.artifacts["run-cxr-3"]
+    with pytest.raises(AuditError, match=r"cxr/3: artifact manifest\.csv of run run-cxr-3"):
+        index.rebuild(mlflow.client)
