@@ -11,34 +11,54 @@ import pytest
 
 from lineage.config import Settings
 from lineage.errors import LineageError
-from lineage.ops.process import ProcessOptions
-from lineage.ops.train import TrainOptions
+from lineage.jobresult import ProcessingResult, TrainingResult
+from lineage.ops.deploy import DeployResult, Materialized, ServerHandle
+from lineage.ops.process import ProcessOptions, ProcessResult
+from lineage.ops.train import PipelineResult, Promotion, TrainOptions, TrainResult
 from lineage.version import __version__
 from tests.helpers import CliRun
 
 Cli = Callable[..., CliRun]
 
-PROCESSED: dict[str, Any] = {
-    "tag": "v1-20260101T000000Z-abc123",
-    "commit": "c" * 40,
-    "reused_commit": True,
-    "dataset_md5": "d" * 32 + ".dir",
-    "counts": {"train": 80, "val": 10, "test": 10},
-    "nfiles": 100,
-    "size_bytes": 12345,
-    "dvc_repo_url": "http://127.0.0.1:8300/git/datasets.git",
-}
-TRAINED: dict[str, Any] = {
-    "run_id": "r" * 32,
-    "model_name": "digits-mobilenetv3",
-    "model_version": "2",
-    "dvc_tag": PROCESSED["tag"],
-    "data_git_commit_id": "c" * 40,
-    "metrics": {"best_val_accuracy": 0.91234, "best_epoch": 2.0, "test_accuracy": 0.9},
-    "world_size": 2,
-    "hosts": ["algo-1", "algo-2"],
-    "model_artifact": "s3://lineage-mlflow/1/r/artifacts/model.tar.gz",
-}
+OUTPUT = ProcessingResult(
+    tag="v1-20260101T000000Z-abc123",
+    commit="c" * 40,
+    dataset_md5="d" * 32 + ".dir",
+    manifest_sha256="e" * 64,
+    counts={"train": 80, "val": 10, "test": 10},
+    classes=["0", "1"],
+    nfiles=100,
+    size_bytes=12345,
+    dvc_repo_url="http://127.0.0.1:8300/git/datasets.git",
+    reused_commit=True,
+    data_version="v1",
+    source="digits",
+    mlflow_run_id=None,
+    seconds=1.5,
+)
+PROCESS_RESULT = ProcessResult(output=OUTPUT, job_name="process-v1")
+PROCESSED: dict[str, Any] = PROCESS_RESULT.to_json()
+TRAIN_RESULT = TrainResult(
+    output=TrainingResult(
+        run_id="r" * 32,
+        model_name="digits-mobilenetv3",
+        model_version="2",
+        data_git_commit_id="c" * 40,
+        dvc_tag=OUTPUT.tag,
+        dataset_md5=OUTPUT.dataset_md5,
+        manifest_sha256=OUTPUT.manifest_sha256,
+        metrics={"best_val_accuracy": 0.91234, "best_epoch": 2.0, "test_accuracy": 0.9},
+        pretrained=False,
+        device="cpu",
+        seconds=3.0,
+        world_size=2,
+        hosts=["algo-1", "algo-2"],
+    ),
+    job_name="train-v1",
+    model_artifact="s3://lineage-mlflow/1/r/artifacts/model.tar.gz",
+    indexed=True,
+)
+TRAINED: dict[str, Any] = TRAIN_RESULT.to_json()
 
 
 def test_the_version_and_help_need_no_stack(cli: Cli) -> None:
@@ -81,9 +101,9 @@ def test_process_passes_every_option_on_and_prints_the_published_tag(
 ) -> None:
     seen: list[tuple[Settings, ProcessOptions, bool]] = []
 
-    def process(settings: Settings, options: ProcessOptions, *, stream: bool) -> dict[str, Any]:
+    def process(settings: Settings, options: ProcessOptions, *, stream: bool) -> ProcessResult:
         seen.append((settings, options, stream))
-        return PROCESSED
+        return PROCESS_RESULT
 
     monkeypatch.setattr("lineage.cli.process.process", process)
     ran = cli(
@@ -116,10 +136,10 @@ def test_process_json_is_the_result_alone_and_the_job_log_is_not_streamed(
 ) -> None:
     streamed: list[bool] = []
 
-    def process(_: Settings, options: ProcessOptions, *, stream: bool) -> dict[str, Any]:
+    def process(_: Settings, options: ProcessOptions, *, stream: bool) -> ProcessResult:
         streamed.append(stream)
         assert (options.source, options.seed, options.pattern) == ("digits", 42, "dataset")
-        return PROCESSED
+        return PROCESS_RESULT
 
     monkeypatch.setattr("lineage.cli.process.process", process)
     ran = cli("process", "--version", "v1", "--fraction", "1", "--json")
@@ -132,15 +152,15 @@ def test_train_and_pipeline_build_the_options_the_operations_take(
     trained: list[TrainOptions] = []
     piped: list[tuple[ProcessOptions, TrainOptions]] = []
 
-    def train(_: Settings, options: TrainOptions, *, stream: bool) -> dict[str, Any]:
+    def train(_: Settings, options: TrainOptions, *, stream: bool) -> TrainResult:
         trained.append(options)
-        return TRAINED
+        return TRAIN_RESULT
 
     def pipeline(
         _: Settings, process: ProcessOptions, train: TrainOptions, *, stream: bool
-    ) -> dict[str, Any]:
+    ) -> PipelineResult:
         piped.append((process, train))
-        return {"processing": PROCESSED, "training": TRAINED}
+        return PipelineResult(processing=PROCESS_RESULT, training=TRAIN_RESULT)
 
     monkeypatch.setattr("lineage.cli.train.train", train)
     monkeypatch.setattr("lineage.cli.train.pipeline", pipeline)
@@ -162,9 +182,9 @@ def test_train_and_pipeline_build_the_options_the_operations_take(
 def test_promote_says_which_version_the_alias_left(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def promote(_: Settings, model: str, alias: str) -> dict[str, Any]:
+    def promote(_: Settings, model: str, alias: str) -> Promotion:
         assert (model, alias) == ("digits/2", "champion")
-        return {"model_name": "digits", "version": "2", "previous_version": "1"}
+        return Promotion(model_name="digits", alias=alias, version="2", previous_version="1")
 
     monkeypatch.setattr("lineage.cli.train.promote", promote)
     ran = cli("promote", "--model", "digits/2", "--alias", "champion")
@@ -209,14 +229,19 @@ def test_deploy_needs_a_model_serves_on_8080_and_stops_by_port(
     deployed: list[tuple[str, int, str]] = []
     stopped: list[int | None] = []
 
-    def deploy(_: Settings, ref: str, port: int, runtime: str) -> dict[str, Any]:
+    def deploy(_: Settings, ref: str, port: int, runtime: str) -> DeployResult:
         deployed.append((ref, port, runtime))
         lineage = {"run_id": "r1", "dvc_tag": "v1-x", "data_git_commit_id": "c" * 40}
-        url = f"http://127.0.0.1:{port}"
-        return {"endpoint": url, "model_name": "digits", "model_version": "2"} | {
-            "alias": "champion",
-            "lineage": lineage,
-        }
+        model = Materialized(
+            model_name="digits",
+            model_version="2",
+            alias="champion",
+            model_dir=Path("/e/opt/ml/model"),
+            model_data=Path("/e/model.tar.gz"),
+            lineage=lineage,
+        )
+        server = ServerHandle(log="/e/server.log", pid=123)
+        return DeployResult(f"http://127.0.0.1:{port}", runtime, server, model)
 
     def stop(_: Settings, port: int | None) -> list[int]:
         stopped.append(port)
