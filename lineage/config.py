@@ -106,7 +106,7 @@ def read_stack_file(home: Path) -> dict[str, Any]:
     """What `lineage stack up --runtime docker` recorded for `home` ({} when nothing)."""
     try:
         data = json.loads((home / STACK_FILE).read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no stack yet (or no home: said later)
         return {}
     except (OSError, ValueError) as exc:
         raise ConfigError(

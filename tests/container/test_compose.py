@@ -63,6 +63,9 @@ def compose_stack(
     started = time.monotonic()
     up = ok(run_cli("stack", "up", "--runtime", "docker", "--json", env=env, timeout=600))
     run = ComposeRun(env=env, project=project, up_seconds=time.monotonic() - started)
+    # this stack's git token and MLflow login, as `eval "$(lineage stack env)"` gives them:
+    # they must win over another stack's that this test process may have exported
+    env.update(run.settings.stack_auth_env())
     try:
         assert up["healthy"], up
         yield run

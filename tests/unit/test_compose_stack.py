@@ -194,3 +194,12 @@ def test_minio_is_one_variable_away(tmp_path: Path) -> None:
     assert s3["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
     assert s3["environment"]["MINIO_ROOT_PASSWORD_FILE"] == "minio-root-password"
     assert not [k for k in s3["environment"] if k in ("MINIO_ROOT_PASSWORD", "MINIO_ROOT_USER")]
+
+
+def test_a_home_that_is_a_file_is_left_for_stack_up_to_explain(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a directory")
+    settings = Settings.from_env({"LINEAGE_HOME": str(home)})
+    assert settings.stack_runtime == "process"
+    with pytest.raises(StackError, match="not a directory"):
+        LocalStack(settings).up()
