@@ -58,11 +58,10 @@ def _base_image() -> str:
     )
 
 
-@pytest.fixture(scope="session")
-def stack_image() -> str:
-    """The local stack's services image (local/compose.yaml), built once per session."""
+def _make_images(target: str) -> None:
+    """`make TARGET` on the test base image, tagged `test` (cached by Docker between runs)."""
     built = subprocess.run(
-        ["make", "stack-image", f"BASE_IMAGE={_base_image()}", "TAG=test"],
+        ["make", target, f"BASE_IMAGE={_base_image()}", "TAG=test"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -70,19 +69,16 @@ def stack_image() -> str:
         timeout=3600,
     )
     assert built.returncode == 0, (built.stdout + built.stderr)[-4000:]
+
+
+@pytest.fixture(scope="session")
+def stack_image() -> str:
+    """The local stack's services image (local/compose.yaml), built once per session."""
+    _make_images("stack-image")
     return "model-lineage/stack:test"
 
 
 @pytest.fixture(scope="session")
 def images() -> Iterator[dict[str, str]]:
-    base = _base_image()
-    built = subprocess.run(
-        ["make", "images", f"BASE_IMAGE={base}", "TAG=test"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=3600,
-    )
-    assert built.returncode == 0, (built.stdout + built.stderr)[-4000:]
+    _make_images("images")
     yield {name: f"model-lineage/{name}:test" for name in ("processing", "training", "inference")}
