@@ -38,6 +38,7 @@ MODEL_LINEAGE_FILE = "lineage.json"  # in /opt/ml/model: the model knows its own
 MODEL_WEIGHTS_FILE = "weights.pt"  # in /opt/ml/model: plain state dict for the server
 MODEL_ONNX_FILE = "model.onnx"  # in /opt/ml/model: the same weights for ONNX Runtime
 CONSENT_INPUT_NAME = "consent"  # ProcessingInput: /opt/ml/processing/input/consent/snapshot.json
+OPENLINEAGE_KEEP_DIR = "openlineage"  # under a job's result dir: the events it emitted, for replay
 
 
 def image_identity() -> dict[str, str]:

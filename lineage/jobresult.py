@@ -46,6 +46,11 @@ class ProcessingResult:
     def read(cls, path: Path) -> ProcessingResult:
         return _read(cls, path)
 
+    @classmethod
+    def from_json(cls, data: object, source: str) -> ProcessingResult:
+        """The result as read from `source` (a runtime that fetched the file itself)."""
+        return _from_json(cls, data, source)
+
 
 @dataclass(frozen=True)
 class TrainingResult:
@@ -72,6 +77,11 @@ class TrainingResult:
     def read(cls, path: Path) -> TrainingResult:
         return _read(cls, path)
 
+    @classmethod
+    def from_json(cls, data: object, source: str) -> TrainingResult:
+        """The result as read from `source` (a runtime that fetched the file itself)."""
+        return _from_json(cls, data, source)
+
 
 JobResult = TypeVar("JobResult", ProcessingResult, TrainingResult)
 
@@ -82,7 +92,10 @@ def write_result(path: Path, result: ProcessingResult | TrainingResult) -> None:
 
 
 def _read(cls: type[JobResult], path: Path) -> JobResult:
-    data = json.loads(path.read_text())
+    return _from_json(cls, json.loads(path.read_text()), str(path))
+
+
+def _from_json(cls: type[JobResult], data: object, path: str) -> JobResult:
     if not isinstance(data, Mapping):
         raise LineageError(f"{path} does not hold a JSON object")
     names = {f.name for f in fields(cls)}

@@ -1,6 +1,6 @@
-"""One description of a job, shared by the local runner and the SageMaker launcher.
+"""One description of a job, shared by the local runner and the SageMaker runner.
 
-The local runner writes `processingjobconfig.json` from exactly the request the launcher
+The local runner writes `processingjobconfig.json` from exactly the request the SageMaker runner
 would send to CreateProcessingJob, so a local run is faithful by construction.
 """
 
@@ -99,7 +99,7 @@ class ProcessingJobSpec:
         return f"arn:aws:sagemaker:{self.region}:{LOCAL_ACCOUNT}:processing-job/{self.name}"
 
     def create_request(self) -> dict[str, Any]:
-        """The CreateProcessingJob request (what the launcher sends)."""
+        """The CreateProcessingJob request (what the SageMaker runner sends)."""
         app: dict[str, Any] = {"ImageUri": self.image_uri}
         if self.entrypoint:
             app["ContainerEntrypoint"] = list(self.entrypoint)
@@ -201,7 +201,7 @@ class TrainingJobSpec:
         return f"arn:aws:sagemaker:{self.region}:{LOCAL_ACCOUNT}:training-job/{self.name}"
 
     def create_request(self) -> dict[str, Any]:
-        """The CreateTrainingJob request (what the launcher sends)."""
+        """The CreateTrainingJob request (what the SageMaker runner sends)."""
         request: dict[str, Any] = {
             "TrainingJobName": self.name,
             "AlgorithmSpecification": {

@@ -14,7 +14,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,11 @@ from lineage.consent.anchor import ConsentAnchor
 from lineage.consent.store import ConsentStore
 from lineage.hashing import bytes_sha256
 from lineage.index.source import ModelData
+from lineage.jobresult import ProcessingResult, TrainingResult
+from lineage.jobspec import ProcessingJobSpec, TrainingJobSpec
 from lineage.manifest import ManifestRow
 from lineage.record import LineageRecord
+from lineage.runtime import ProcessingRun, TrainingRun
 from tests.conftest import free_port_block
 
 
@@ -708,3 +711,100 @@ def run_lineage(*args: str) -> CliRun:
             return CliRun(code, stdout.getvalue().decode(), stderr.getvalue().decode())
     finally:
         sys.argv = argv
+
+
+# -- a JobRunner that runs nothing: what the operations hand a runtime, recorded -------------
+def processing_result(tag: str, **changes: Any) -> ProcessingResult:
+    """A complete processing result file for dataset tag `tag`."""
+    values: dict[str, Any] = {
+        "tag": tag,
+        "commit": "c" * 40,
+        "dataset_md5": "d" * 32 + ".dir",
+        "manifest_sha256": "e" * 64,
+        "counts": {"train": 80, "val": 10, "test": 10},
+        "classes": ["0", "1"],
+        "nfiles": 100,
+        "size_bytes": 12345,
+        "dvc_repo_url": "https://github.com/acme/datasets.git",
+        "reused_commit": False,
+        "data_version": tag.split("-")[0],
+        "source": "digits",
+        "mlflow_run_id": None,
+        "seconds": 1.5,
+    }
+    return ProcessingResult(**{**values, **changes})
+
+
+def training_result(tag: str, **changes: Any) -> TrainingResult:
+    """A complete training result file for a run on dataset tag `tag`."""
+    values: dict[str, Any] = {
+        "run_id": "r" * 32,
+        "model_name": "digits-mobilenetv3",
+        "model_version": "7",
+        "data_git_commit_id": "c" * 40,
+        "dvc_tag": tag,
+        "dataset_md5": "d" * 32 + ".dir",
+        "manifest_sha256": "e" * 64,
+        "metrics": {"best_val_accuracy": 0.9},
+        "pretrained": False,
+        "device": "cpu",
+        "seconds": 3.0,
+    }
+    return TrainingResult(**{**values, **changes})
+
+
+@dataclass
+class FakeRunner:
+    """lineage.runtime.JobRunner: records what the operations hand it; each job "completes"
+    with a result that echoes its description (the tag it was given), unless `published`
+    says which tag the processing job claims to have published."""
+
+    repo_url: str = "https://github.com/acme/datasets.git"
+    published: str | None = None
+    runtime: str = "fake"
+
+    def __post_init__(self) -> None:
+        self.prepared: list[tuple[str, ...]] = []
+        self.consent: list[tuple[Path, str]] = []
+        self.processed: list[tuple[ProcessingJobSpec, dict[str, str]]] = []
+        self.trained: list[tuple[TrainingJobSpec, dict[str, str], str | None]] = []
+        self.finished: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.runtime
+
+    def prepare(self, kinds: Sequence[str]) -> Mapping[str, str]:
+        self.prepared.append(tuple(kinds))
+        return {}
+
+    def dataset_repository(self, repo: str, *, create: bool) -> tuple[str, dict[str, str]]:
+        return self.repo_url, {}
+
+    def stage_consent(self, snapshot_dir: Path, run_id: str) -> str:
+        self.consent.append((snapshot_dir, run_id))
+        return f"s3://bucket/consent/{run_id}/"
+
+    def run_processing(
+        self, spec: ProcessingJobSpec, *, runtime_env: Mapping[str, str], stream: bool
+    ) -> ProcessingRun:
+        self.processed.append((spec, dict(runtime_env)))
+        tag = self.published or spec.environment["PIPELINE_RUN_ID"]
+        return ProcessingRun(spec.name, processing_result(tag))
+
+    def start_training(
+        self,
+        spec: TrainingJobSpec,
+        *,
+        runtime_env: Mapping[str, str],
+        stream: bool,
+        data_commit: str | None = None,
+    ) -> str:
+        self.trained.append((spec, dict(runtime_env), data_commit))
+        return spec.name
+
+    def finish_training(self, job_name: str) -> TrainingRun:
+        self.finished.append(job_name)
+        spec = next(s for s, _, _ in self.trained if s.name == job_name)
+        output = training_result(spec.hyperparameters["dvc_tag"])
+        return TrainingRun(job_name, output, f"s3://bucket/training/{job_name}/model.tar.gz")

@@ -13,12 +13,13 @@ from lineage.cli.output import console, emit_json, progress
 from lineage.config import Settings, env_float
 from lineage.errors import ConfigError
 from lineage.gitops import repository_name
+from lineage.ops.deploy import deploy_sagemaker
 from lineage.ops.process import ProcessOptions
-from lineage.ops.train import TrainOptions
+from lineage.ops.runtime import sagemaker_runner
+from lineage.ops.train import TrainOptions, finish_training_job, start_pipeline
 from lineage.sagemaker.endpoints import invoke
 from lineage.sagemaker.inspection import job_logs, status
 from lineage.sagemaker.jobs import PipelineResult, SageMakerConfig
-from lineage.sagemaker.launcher import Launcher
 
 app = typer.Typer(
     help="Run the pipeline, endpoints and queries on Amazon SageMaker.", no_args_is_help=True
@@ -130,8 +131,9 @@ def pipeline(  # long: a typer command: most lines declare its options
         training_instance_type=instance_type,
         git_token_secret=git_token_secret,
     )
-    launcher = Launcher(config, settings, progress)
-    result = launcher.pipeline(
+    runner = sagemaker_runner(config, settings, progress)
+    started = start_pipeline(
+        runner.settings,
         ProcessOptions(
             version=version,
             repo=repository_name(dvc_repo_url),
@@ -150,8 +152,18 @@ def pipeline(  # long: a typer command: most lines declare its options
             model_name=model_name,
             instance_count=instance_count,
         ),
-        wait=wait,
+        stream=False,
+        runner=runner,
     )
+    processing = started.processing
+    result = PipelineResult.started(
+        runner.digests, processing.job_name, processing.output, started.training_job
+    )
+    if wait:
+        trained = finish_training_job(runner.settings, runner, started.training_job)
+        result = result.completed(trained.output, trained.model_artifact, trained.indexed)
+    else:
+        progress(f"not waiting: follow it with `lineage sagemaker status {started.training_job}`")
     if json_output:
         emit_json(result.to_json())
     else:
@@ -191,7 +203,8 @@ def deploy(
         image_registry=image_registry,
         image_tag=image_tag,
     )
-    result = Launcher(config, settings, progress).deploy(model, endpoint_name, instance_type)
+    runner = sagemaker_runner(config, settings, progress)
+    result = deploy_sagemaker(runner, model, endpoint_name, instance_type)
     if json_output:
         emit_json(result.to_json())
         return

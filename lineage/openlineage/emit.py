@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from lineage import contract
 from lineage.credentials import write_private
 from lineage.errors import LineageError
 from lineage.redact import redact_text, redact_url
@@ -29,7 +30,7 @@ from lineage.redact import redact_text, redact_url
 log = logging.getLogger("lineage.openlineage")
 
 TIMEOUT_ENV = "LINEAGE_OPENLINEAGE_TIMEOUT"
-KEEP_DIR = "openlineage"  # under a job's output: the events it produced, for replay
+KEEP_DIR = contract.OPENLINEAGE_KEEP_DIR  # under a job's output: the events it produced
 ENDPOINT = "api/v1/lineage"
 
 

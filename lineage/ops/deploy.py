@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 
@@ -24,6 +24,10 @@ from lineage.errors import LineageError
 from lineage.integrity import checked_run, model_dir_checks, require
 from lineage.record import LineageRecord
 from lineage.registry import mlflow_client, resolve
+
+if TYPE_CHECKING:
+    from lineage.sagemaker.endpoints import DeployResult as SageMakerDeployResult
+    from lineage.sagemaker.runner import SageMakerRunner
 
 # The local runtime (local.stack.process, local.runner, local.images) is imported inside the
 # functions that run endpoints here: `lineage sagemaker deploy` uses materialize and
@@ -264,6 +268,31 @@ def deploy(
                 _give_up(server, "the inference server did not answer /ping in time")
             time.sleep(0.2)
     return DeployResult(endpoint=url, runtime=runtime, server=server.handle, model=model)
+
+
+def deploy_sagemaker(
+    runner: SageMakerRunner, ref: str, endpoint_name: str, instance_type: str
+) -> SageMakerDeployResult:
+    """Serve `ref` on a SageMaker endpoint: the same model.tar.gz a local deploy serves,
+    uploaded to the runner's bucket, hosted by the inference image in ECR, tagged with its
+    lineage, and recorded as the same OpenLineage deploy run."""
+    from lineage.serving import endpoint_url
+
+    runner.prepare(("inference",))
+    settings = runner.settings
+    with tempfile.TemporaryDirectory(prefix="lineage-deploy-") as tmp:
+        model = materialize(settings, ref, Path(tmp) / "endpoint")
+        model_data = runner.stage_model(model.model_data, model.model_name, model.model_version)
+    url = endpoint_url(settings.aws_region, endpoint_name)
+    with deploy_lineage_run(settings, model, url):
+        return runner.host(
+            model_data,
+            model.model_name,
+            model.model_version,
+            model.lineage,
+            endpoint_name,
+            instance_type,
+        )
 
 
 def deploy_lineage_run(settings: Settings, model: Materialized, url: str) -> Any:

@@ -1,18 +1,26 @@
-"""`lineage process`: build the Processing job description and run it on the local stack."""
+"""`lineage process`: build the Processing job description and run it on the chosen runtime."""
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from lineage import contract
 from lineage.config import Settings
-from lineage.errors import ConfigError
+from lineage.errors import ConfigError, LineageError
 from lineage.jobresult import ProcessingResult
-from lineage.jobspec import ProcessingInput, ProcessingJobSpec, ProcessingOutput, job_name
-from lineage.openlineage.emit import KEEP_DIR, forwarded_env
+from lineage.jobspec import (
+    ProcessingInput,
+    ProcessingJobSpec,
+    ProcessingOutput,
+    dataset_tag,
+    job_name,
+)
+from lineage.openlineage.emit import forwarded_env
+from lineage.ops.runtime import local_runner
+from lineage.runtime import JobRunner
 from lineage.tracking import DEFAULT_EXPERIMENT
 
 DEFAULT_REPO = "datasets"
@@ -108,40 +116,51 @@ def build_spec(
     )
 
 
-def process(settings: Settings, options: ProcessOptions, *, stream: bool = True) -> ProcessResult:
-    """Run the processing job; return its result (tag, commit, md5, counts, ...)."""
-    # the local runtime, imported here: `lineage sagemaker` uses this module's build_spec
-    from local.runner import run_processing
-    from local.runner.launch import require_completed
-    from local.stack import stack_for
+def process(
+    settings: Settings,
+    options: ProcessOptions,
+    *,
+    stream: bool = True,
+    runner: JobRunner | None = None,
+) -> ProcessResult:
+    """Run the processing job (on the local runtime `options.runtime` unless a `runner` is
+    given); return its result (tag, commit, md5, counts, ...)."""
+    runner = runner or local_runner(settings, options.runtime)
+    runner.prepare(("processing",))
+    return run_processing_job(settings, options, runner, stream=stream)
 
+
+def run_processing_job(
+    settings: Settings, options: ProcessOptions, runner: JobRunner, *, stream: bool
+) -> ProcessResult:
+    """The processing job on a prepared runner. The dataset tag is chosen here and given to
+    the job (PIPELINE_RUN_ID); the job's result must confirm it, whatever ran it."""
     if options.pattern not in PATTERNS:
         raise ConfigError(f"unknown pattern {options.pattern!r}", "use dataset or record")
-    stack = stack_for(settings)
-    repo_url, _ = stack.create_repo(options.repo)
+    run_id = dataset_tag(options.version, options.pipeline_run_id)
+    options = replace(options, pipeline_run_id=run_id)
+    repo_url, url_auth = runner.dataset_repository(options.repo, create=True)
     with tempfile.TemporaryDirectory(prefix="lineage-consent-") as tmp:
-        consent_dir = None
+        consent_source = None
         if options.pattern == "record":
-            consent_dir = take_consent_snapshot(settings, Path(tmp))
-        spec = build_spec(settings, options, repo_url, consent_dir)
-        outcome = run_processing(
-            spec,
-            jobs_root=settings.home / "jobs",
-            runtime_env={**settings.client_env(), **forwarded_env()},
-            runtime=options.runtime,
-            stream=stream,
+            consent_source = runner.stage_consent(
+                take_consent_snapshot(settings, Path(tmp)), run_id
+            )
+        spec = build_spec(settings, options, repo_url, consent_source)
+        run = runner.run_processing(
+            spec, runtime_env={**url_auth, **forwarded_env()}, stream=stream
         )
-    lineage_dir = outcome.output_dir / contract.PROCESSING_RESULT_DIR
-    require_completed(outcome, "processing")
-    kept = lineage_dir / KEEP_DIR  # the OpenLineage events it produced, for replay
+    if run.output.tag != run_id:
+        raise LineageError(
+            f"processing job {run.job_name} published tag {run.output.tag!r}, expected {run_id}",
+            "the job did not use PIPELINE_RUN_ID: check the processing image version",
+        )
     return ProcessResult(
-        output=ProcessingResult.read(lineage_dir / contract.PROCESSING_RESULT_FILE),
-        job_name=outcome.name,
-        openlineage_events=str(kept) if kept.is_dir() else None,
+        output=run.output, job_name=run.job_name, openlineage_events=run.openlineage_events
     )
 
 
-def take_consent_snapshot(settings: Settings, directory: Path) -> str:
+def take_consent_snapshot(settings: Settings, directory: Path) -> Path:
     """The consent registry's state now, as the file the job reads; fails when empty."""
     from lineage.consent.store import ConsentStore
 
@@ -152,4 +171,4 @@ def take_consent_snapshot(settings: Settings, directory: Path) -> str:
             "import the registry first: `lineage consent import registry.csv`",
         )
     snapshot.write(directory)
-    return str(directory)
+    return directory

@@ -8,17 +8,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lineage import contract
 from lineage.config import Settings
 from lineage.credentials import private_dir, write_private
 from lineage.errors import LineageError
 from lineage.gitops import split_credentials
 from lineage.jobresult import TrainingResult
 from lineage.jobspec import Channel, TrainingJobSpec, job_name
-from lineage.openlineage.emit import KEEP_DIR, forwarded_env
-from lineage.ops.process import DEFAULT_REPO, ProcessOptions, ProcessResult, process
+from lineage.openlineage.emit import forwarded_env
+from lineage.ops.process import DEFAULT_REPO, ProcessOptions, ProcessResult, run_processing_job
+from lineage.ops.runtime import local_runner
 from lineage.registry import parse_model_ref
-from lineage.tracking import DEFAULT_EXPERIMENT, fail_unfinished_runs
+from lineage.runtime import JobRunner
+from lineage.tracking import DEFAULT_EXPERIMENT
 
 log = logging.getLogger("lineage.train")
 
@@ -135,11 +136,30 @@ def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> Trai
     )
 
 
-def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> TrainResult:
-    # the local runtime, imported here: `lineage sagemaker` uses this module's build_spec
-    from local.runner import run_training
-    from local.runner.launch import require_completed
+def train(
+    settings: Settings,
+    options: TrainOptions,
+    *,
+    stream: bool = True,
+    runner: JobRunner | None = None,
+) -> TrainResult:
+    """Run the training job on `options.tag` (on the local runtime `options.runtime` unless a
+    `runner` is given); its run, the version it registered, and the index updated."""
+    runner = runner or local_runner(settings, options.runtime)
+    runner.prepare(("training",))
+    name = start_training_job(settings, options, runner, stream=stream)
+    return finish_training_job(settings, runner, name)
 
+
+def start_training_job(
+    settings: Settings,
+    options: TrainOptions,
+    runner: JobRunner,
+    *,
+    stream: bool,
+    data_commit: str | None = None,
+) -> str:
+    """Build the training job and start it on a prepared runner; its name."""
     if options.pretrained.lower() not in ("none", "torchvision"):
         path = Path(options.pretrained)
         if not path.exists():
@@ -149,28 +169,30 @@ def train(settings: Settings, options: TrainOptions, *, stream: bool = True) -> 
             )
     # credentials in a repository URL travel in the job's environment (like the stack's
     # keys), never in its config files, argv or the clone's .git/config
-    repo_url, url_auth = split_credentials(options.repo_url or settings.repo_url(options.repo))
+    if options.repo_url:
+        repo_url, url_auth = split_credentials(options.repo_url)
+    else:
+        repo_url, url_auth = runner.dataset_repository(options.repo, create=False)
     options = with_erasures(settings, options)
     spec = build_spec(settings, options, repo_url)
-    outcome = run_training(
+    return runner.start_training(
         spec,
-        jobs_root=settings.home / "jobs",
-        runtime_env={**settings.client_env(), **url_auth, **forwarded_env()},
-        runtime=options.runtime,
+        runtime_env={**url_auth, **forwarded_env()},
         stream=stream,
+        data_commit=data_commit,
     )
-    output_data = contract.TrainingPaths(outcome.base_dir).output_data_dir
-    if not outcome.succeeded:  # a crash or a dead server can leave the run RUNNING
-        for run_id in fail_unfinished_runs(settings.mlflow_uri, spec.name):
-            log.warning("run %s of the failed job %s marked FAILED", run_id, spec.name)
-    require_completed(outcome, "training")
-    output = TrainingResult.read(output_data / contract.TRAINING_RESULT_FILE)
-    kept = output_data / KEEP_DIR  # the OpenLineage events it produced, for replay
+
+
+def finish_training_job(settings: Settings, runner: JobRunner, job_name: str) -> TrainResult:
+    """Wait for the training job, read its result, add the version it registered to the
+    lineage index (whatever runtime trained it: audits read one index)."""
+    run = runner.finish_training(job_name)
+    output = run.output
     return TrainResult(
         output=output,
-        job_name=outcome.name,
-        model_artifact=str(outcome.model_archive),
-        openlineage_events=str(kept) if kept.is_dir() else None,
+        job_name=run.job_name,
+        model_artifact=run.model_artifact,
+        openlineage_events=run.openlineage_events,
         indexed=index_version(settings, output.model_name, output.model_version, output.run_id),
     )
 
@@ -208,21 +230,49 @@ def index_version(
     return True
 
 
+@dataclass(frozen=True)
+class StartedPipeline:
+    """A pipeline whose training job was started, not waited for (SageMaker without
+    `--wait`): the processing job's result and the training job's name."""
+
+    processing: ProcessResult
+    training_job: str
+
+
 def pipeline(
     settings: Settings,
     process_options: ProcessOptions,
     train_options: TrainOptions,
     *,
     stream: bool = True,
+    runner: JobRunner | None = None,
 ) -> PipelineResult:
     """Process, then train on the tag the processing job just published."""
-    processed = process(settings, process_options, stream=stream)
-    trained = train(
-        settings,
-        replace(train_options, tag=processed.output.tag, repo=process_options.repo),
-        stream=stream,
+    runner = runner or local_runner(settings, process_options.runtime)
+    started = start_pipeline(settings, process_options, train_options, stream=stream, runner=runner)
+    return PipelineResult(
+        processing=started.processing,
+        training=finish_training_job(settings, runner, started.training_job),
     )
-    return PipelineResult(processing=processed, training=trained)
+
+
+def start_pipeline(
+    settings: Settings,
+    process_options: ProcessOptions,
+    train_options: TrainOptions,
+    *,
+    stream: bool = True,
+    runner: JobRunner | None = None,
+) -> StartedPipeline:
+    """Check both jobs can run, process, then start training on the published tag."""
+    runner = runner or local_runner(settings, process_options.runtime)
+    runner.prepare(("processing", "training"))
+    processed = run_processing_job(settings, process_options, runner, stream=stream)
+    options = replace(train_options, tag=processed.output.tag, repo=process_options.repo)
+    name = start_training_job(
+        settings, options, runner, stream=stream, data_commit=processed.output.commit
+    )
+    return StartedPipeline(processing=processed, training_job=name)
 
 
 def promote(settings: Settings, model: str, alias: str) -> Promotion:

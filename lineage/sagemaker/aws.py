@@ -1,4 +1,4 @@
-"""AWS access for the launcher: one boto3 session, and the checks that turn a wrong role,
+"""AWS access for the SageMaker runner: one boto3 session, and the checks that turn a wrong role,
 bucket or image into an error that says what to do.
 
 boto3 rather than the SageMaker Python SDK: our job descriptions (`lineage.jobspec`) already

@@ -7,7 +7,7 @@ from an exception's text:
   caller knows whether that is an answer ("no job named X"), a reason to wait (an output not
   yet written) or a failure.
 - PERMANENT: asking again cannot help (no permission, bad or expired credentials, an invalid
-  request, a quota). The launcher fails at once with the code, AWS's message and what to do,
+  request, a quota). The runner fails at once with the code, AWS's message and what to do,
   instead of retrying for minutes and then reporting a class name.
 - TRANSIENT: throttling, AWS-side faults (5xx) and broken connections. Pollers retry these
   with backoff until their deadline (`lineage.sagemaker.polling`).

@@ -1,9 +1,9 @@
 """The SageMaker job requests, and what a pipeline run returns.
 
-Every job is built by the functions the local runner uses (`lineage.ops.process.build_spec`,
-`lineage.ops.train.build_spec`), then placed on SageMaker: the role, the instance type, S3
-locations in your bucket, images in ECR and their digests. The config files a local run writes
-and the requests sent here come from one description, so a local run is faithful by
+Every job is built by the operations for every runtime (`lineage.ops.process.build_spec`,
+`lineage.ops.train.build_spec`), then placed on SageMaker here: the role, the instance type,
+S3 locations in your bucket, images in ECR and their digests. The config files a local run
+writes and the requests sent here come from one description, so a local run is faithful by
 construction. Nothing here calls AWS except through the `upload` it is given.
 """
 
@@ -22,11 +22,8 @@ from lineage import contract
 from lineage.config import Settings
 from lineage.errors import ConfigError, LineageError
 from lineage.gitops import TOKEN_SECRET_ENV
+from lineage.jobresult import ProcessingResult, TrainingResult
 from lineage.jobspec import Channel, ProcessingJobSpec, TrainingJobSpec
-from lineage.ops.process import ProcessOptions
-from lineage.ops.process import build_spec as build_processing_spec
-from lineage.ops.train import TrainOptions
-from lineage.ops.train import build_spec as build_training_spec
 
 # (local file, S3 key, what it is) -> None: puts a file in the configured bucket
 Upload = Callable[[Path, str, str], None]
@@ -107,18 +104,11 @@ def processing_request(
     config: SageMakerConfig,
     settings: Settings,
     digests: Mapping[str, str],
-    options: ProcessOptions,
-    run_id: str,
-    consent_source: str | None,
+    base: ProcessingJobSpec,
 ) -> tuple[ProcessingJobSpec, dict[str, Any]]:
     """The processing job's description placed on SageMaker, and its CreateProcessingJob
-    request (tagged with the pipeline run id)."""
-    base = build_processing_spec(
-        settings,
-        dataclasses.replace(options, pipeline_run_id=run_id),
-        config.dvc_repo_url,
-        consent_source,
-    )
+    request (tagged with the pipeline run id the description gives the job)."""
+    run_id = base.environment.get("PIPELINE_RUN_ID", "")
     spec = dataclasses.replace(
         base,
         environment={
@@ -137,14 +127,14 @@ def training_request(
     config: SageMakerConfig,
     settings: Settings,
     digests: Mapping[str, str],
-    options: TrainOptions,
-    run_id: str,
-    commit: str,
+    base: TrainingJobSpec,
+    commit: str | None,
     upload: Upload,
 ) -> tuple[TrainingJobSpec, dict[str, Any]]:
     """The training job's description placed on SageMaker (local channel files uploaded to
-    the bucket first), and its CreateTrainingJob request."""
-    base = build_training_spec(settings, options, config.dvc_repo_url)
+    the bucket first), and its CreateTrainingJob request, tagged with the dataset tag it
+    trains on (the pipeline run id) and, when known, the data commit."""
+    run_id = base.hyperparameters.get("dvc_tag", "")
     name = base.name
     spec = dataclasses.replace(
         base,
@@ -160,7 +150,7 @@ def training_request(
         channels=[_placed_channel(config, c, name, upload) for c in base.channels],
     )
     spec.validate()
-    tags = lineage_tags(pipeline_run_id=run_id, data_commit=commit)
+    tags = lineage_tags(pipeline_run_id=run_id, data_commit=commit or "")
     return spec, {**spec.create_request(), "Tags": tags}
 
 
@@ -176,8 +166,8 @@ def _placed_channel(config: SageMakerConfig, channel: Channel, job: str, upload:
     return Channel(channel.name, f"s3://{config.bucket}/{prefix}")
 
 
-def training_output(spec: TrainingJobSpec, data: bytes) -> dict[str, Any]:
-    """The training job's result file, read from its output.tar.gz, with where its model is."""
+def training_output(spec: TrainingJobSpec, data: bytes) -> tuple[TrainingResult, str]:
+    """The training job's result file, read from its output.tar.gz, and where its model is."""
     prefix = f"{spec.output_path.rstrip('/')}/{spec.name}/output"
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         member = archive.extractfile(contract.TRAINING_RESULT_FILE)
@@ -185,9 +175,9 @@ def training_output(spec: TrainingJobSpec, data: bytes) -> dict[str, Any]:
             raise LineageError(
                 f"{prefix}/{contract.OUTPUT_ARCHIVE} has no {contract.TRAINING_RESULT_FILE}"
             )
-        result: dict[str, Any] = json.loads(member.read())
-    result["model_data"] = f"{prefix}/{contract.MODEL_ARCHIVE}"
-    return result
+        found = json.loads(member.read())
+    source = f"{prefix}/{contract.OUTPUT_ARCHIVE}"
+    return TrainingResult.from_json(found, source), f"{prefix}/{contract.MODEL_ARCHIVE}"
 
 
 @dataclass(frozen=True)
@@ -206,6 +196,26 @@ class PipelineResult:
     training_status: str = "InProgress"
     trained: Mapping[str, Any] = field(default_factory=dict)  # empty until waited for
     indexed: bool | None = None  # whether the registered version joined the lineage index
+
+    @classmethod
+    def started(
+        cls,
+        images: Mapping[str, str],
+        processing_job: str,
+        processed: ProcessingResult,
+        training_job: str,
+    ) -> PipelineResult:
+        """The training job was created: the dataset tag is the one processing published."""
+        return cls(processed.tag, images, processing_job, processed.to_json(), training_job)
+
+    def completed(self, trained: TrainingResult, model_data: str, indexed: bool) -> PipelineResult:
+        """The training job completed with `trained`; its model lies at `model_data`."""
+        return dataclasses.replace(
+            self,
+            training_status="Completed",
+            trained={**trained.to_json(), "model_data": model_data},
+            indexed=indexed,
+        )
 
     def training(self) -> dict[str, Any]:
         """The training part of the JSON: name, status, then its result's keys."""

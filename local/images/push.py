@@ -2,7 +2,7 @@
 
 ECR login goes through boto3 (``GetAuthorizationToken``), so the standard AWS credential
 chain applies and no AWS CLI is needed; repositories are created when missing (scan on push);
-each tag is pushed and its digest printed, which is what the SageMaker launcher and the
+each tag is pushed and its digest printed, which is what the SageMaker runner and the
 lineage records use to name the exact image. ``--dry-run`` makes no AWS or docker call.
 """
 

@@ -1,6 +1,7 @@
 """`lineage stack up | status | down | env | repo` with the stack faked (nothing is started),
-and `lineage sagemaker ...` with the launcher and AWS calls faked: the options become the
-configuration the launcher gets, a missing setting is refused before any AWS call."""
+and `lineage sagemaker ...` with the SageMaker runtime faked under the real operations: the
+options become the configuration the runner gets and the jobs it is handed, a missing setting
+is refused before any AWS call."""
 
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ from typing import Any, ClassVar
 import pytest
 
 from lineage.config import Settings
-from lineage.ops.process import ProcessOptions
-from lineage.ops.train import TrainOptions
 from lineage.sagemaker.endpoints import Answer, DeployResult
 from lineage.sagemaker.inspection import JobStatus
-from lineage.sagemaker.jobs import PipelineResult, SageMakerConfig
+from lineage.sagemaker.jobs import SageMakerConfig
 from local.stack import StackStatus
 from local.stack.stack import ServiceStatus
-from tests.helpers import CliRun
+from tests.helpers import CliRun, FakeRunner
 
 Cli = Callable[..., CliRun]
 ECR = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
@@ -97,37 +96,37 @@ def test_stack_env_prints_what_plain_clients_need_as_shell_lines(cli: Cli) -> No
     assert lines[-1] == f"unset {' '.join(shown['unset'])}"
 
 
-class FakeLauncher:
-    """lineage.sagemaker.launcher.Launcher: records what it was built with and asked."""
+class FakeSageMaker(FakeRunner):
+    """lineage.sagemaker.runner.SageMakerRunner: a FakeRunner that also records the
+    configuration it was made with and the deploys it was asked for."""
 
-    made: ClassVar[list[FakeLauncher]] = []
+    made: ClassVar[list[FakeSageMaker]] = []
 
-    def __init__(self, config: SageMakerConfig, settings: Settings, progress: Any) -> None:
-        self.config, self.settings = config, settings
-        self.asked: list[Any] = []
-        FakeLauncher.made.append(self)
-
-    def pipeline(self, process: ProcessOptions, train: TrainOptions, wait: bool) -> PipelineResult:
-        self.asked.append((process, train, wait))
-        processed = {"commit": "c" * 40}
-        return PipelineResult("run-1", {"training": f"{ECR}/t:1"}, "p-1", processed, "t-1")
-
-    def deploy(self, model: str, endpoint_name: str, instance_type: str) -> DeployResult:
-        self.asked.append((model, endpoint_name, instance_type))
-        return DeployResult(
-            endpoint_name, None, "cxr/2", "m", "s3://b/m.tar.gz", "i", "", {}, False
-        )
+    def __init__(self, config: SageMakerConfig, base: Settings, report: Any = None) -> None:
+        super().__init__(repo_url=config.dvc_repo_url)
+        self.config, self.settings = config, config.settings(base)
+        self.digests = {f"{ECR}/t:1": "sha256:" + "0" * 64}
+        FakeSageMaker.made.append(self)
 
 
 @pytest.fixture
-def launcher(monkeypatch: pytest.MonkeyPatch) -> type[FakeLauncher]:
-    FakeLauncher.made = []
-    monkeypatch.setattr("lineage.cli.sagemaker.Launcher", FakeLauncher)
-    return FakeLauncher
+def launcher(monkeypatch: pytest.MonkeyPatch) -> type[FakeSageMaker]:
+    """The SageMaker runtime faked under the real operations (their own tests show what
+    they do with a runner); the consent snapshot and the index are not this tier's."""
+    FakeSageMaker.made = []
+    monkeypatch.setattr("lineage.cli.sagemaker.sagemaker_runner", FakeSageMaker)
+
+    def snapshot(_: Settings, directory: Path) -> Path:
+        (directory / "snapshot.json").write_text("{}")
+        return directory
+
+    monkeypatch.setattr("lineage.ops.process.take_consent_snapshot", snapshot)
+    monkeypatch.setattr("lineage.ops.train.index_version", lambda *_: True)
+    return FakeSageMaker
 
 
 def test_sagemaker_pipeline_refuses_what_it_cannot_run_before_any_aws_call(
-    cli: Cli, launcher: type[FakeLauncher]
+    cli: Cli, launcher: type[FakeSageMaker]
 ) -> None:
     no_repo = cli("sagemaker", "pipeline", "--version", "v1", "--fraction", "1")
     assert no_repo.code == 1
@@ -146,8 +145,8 @@ def test_sagemaker_pipeline_refuses_what_it_cannot_run_before_any_aws_call(
     assert launcher.made == []
 
 
-def test_sagemaker_pipeline_hands_the_launcher_its_configuration_and_options(
-    cli: Cli, launcher: type[FakeLauncher], monkeypatch: pytest.MonkeyPatch
+def test_sagemaker_pipeline_hands_the_runner_its_configuration_and_the_jobs(
+    cli: Cli, launcher: type[FakeSageMaker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LINEAGE_IMAGE_REGISTRY", ECR)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
@@ -159,27 +158,63 @@ def test_sagemaker_pipeline_hands_the_launcher_its_configuration_and_options(
         *("--instance-count", "2", "--instance-type", "ml.g5.xlarge", "--wait", "--json"),
     )
     assert ran.code == 0, ran.stderr
-    assert ran.json()["training"] == {"job_name": "t-1", "status": "InProgress"}
     ((made),) = launcher.made
     config = made.config
     assert (config.role, config.bucket, config.image_registry) == ("arn:role", "b", ECR)
     assert (config.region, config.poll_s, config.image_tag) == ("eu-west-1", 2.5, "latest")
     assert config.training_instance_type == config.processing_instance_type == "ml.g5.xlarge"
-    ((process, train, wait),) = made.asked
-    assert (process.repo, process.pattern, process.fraction) == ("cxr-data", "record", 0.5)
-    assert (train.instance_count, train.tag, wait) == (2, "", True)
+    ((processing, _),) = made.processed
+    ((training, _, commit),) = made.trained
+    tag = processing.environment["PIPELINE_RUN_ID"]
+    assert processing.environment["DVC_REPO_URL"] == "https://github.com/acme/cxr-data.git"
+    assert processing.arguments[processing.arguments.index("--data-fraction") + 1] == "0.5"
+    assert processing.inputs[0].source == f"s3://bucket/consent/{tag}/"  # the record pattern
+    assert (training.instance_count, training.hyperparameters["dvc_tag"]) == (2, tag)
+    assert training.environment["MLFLOW_TRACKING_URI"] == config.mlflow_uri
+    shown = ran.json()  # the JSON `sagemaker pipeline` always printed
+    assert list(shown) == ["pipeline_run_id", "images", "processing", "training"]
+    assert shown["pipeline_run_id"] == shown["processing"]["tag"] == tag
+    assert shown["images"] == made.digests
+    assert shown["processing"]["job_name"] == processing.name
+    assert shown["training"]["status"] == "Completed"  # --wait
+    assert shown["training"]["model_data"] == f"s3://bucket/training/{training.name}/model.tar.gz"
+    assert (shown["training"]["indexed"], shown["training"]["data_git_commit_id"]) == (True, commit)
+
+
+def test_sagemaker_pipeline_without_wait_returns_once_training_is_created(
+    cli: Cli, launcher: type[FakeSageMaker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LINEAGE_IMAGE_REGISTRY", ECR)
+    ran = cli(
+        *("sagemaker", "pipeline", "--version", "v1", "--fraction", "0.5", "--role", "arn:role"),
+        *("--bucket", "b", "--dvc-repo-url", "https://github.com/acme/cxr-data.git", "--json"),
+        *("--mlflow-uri", "arn:aws:sagemaker:eu-west-1:1:mlflow-app/a"),
+    )
+    assert ran.code == 0, ran.stderr
+    ((made),) = launcher.made
+    ((training, _, _),) = made.trained
+    assert made.finished == []
+    assert ran.json()["training"] == {"job_name": training.name, "status": "InProgress"}
+    assert f"lineage sagemaker status {training.name}" in ran.stderr
 
 
 def test_sagemaker_deploy_status_logs_and_invoke(
-    cli: Cli, launcher: type[FakeLauncher], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, launcher: type[FakeSageMaker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    def deploy(runner: FakeSageMaker, ref: str, endpoint: str, instance: str) -> DeployResult:
+        asked.append((ref, endpoint, instance))
+        return DeployResult(endpoint, None, "cxr/2", "m", "s3://b/m.tar.gz", "i", "", {}, False)
+
+    monkeypatch.setattr("lineage.cli.sagemaker.deploy_sagemaker", deploy)
     ran = cli(
         *("sagemaker", "deploy", "--model", "cxr@champion", "--endpoint-name", "prod"),
         *("--image-registry", ECR, "--region", "eu-west-1"),
     )
     assert ran.code == 0, ran.stderr
     assert ran.stdout == "prod InService: cxr/2 (m) from s3://b/m.tar.gz\n"
-    assert launcher.made[0].asked == [("cxr@champion", "prod", "ml.m5.large")]
+    assert asked == [("cxr@champion", "prod", "ml.m5.large")]
     assert launcher.made[0].config.region == "eu-west-1"
 
     def status(region: str | None, name: str) -> JobStatus:

@@ -34,11 +34,12 @@ from lineage.ops.process import build_spec as build_processing_spec
 from lineage.ops.train import TrainOptions
 from lineage.ops.train import build_spec as build_training_spec
 from lineage.sagemaker.jobs import SageMakerConfig
-from lineage.sagemaker.launcher import Launcher
 from lineage.sagemaker.polling import failure_message
+from lineage.sagemaker.runner import SageMakerRunner
 from local.runner.processing import prepare_base_dir as prepare_processing
 from local.runner.training import prepare_base_dir as prepare_training
 from tests.conftest import RunningStack, free_port_block, run_cli
+from tests.helpers import processing_result, training_result
 from tests.integration.conftest import Champion
 
 pytestmark = pytest.mark.integration
@@ -178,10 +179,9 @@ class PlayTheContainers(threading.Thread):
                     for r in self.moto.requests("CreateProcessingJob")
                     if r["ProcessingJobName"] == name
                 )["Environment"]["PIPELINE_RUN_ID"]
-                result = {"tag": tag, "commit": self.commit, "dataset_md5": "0" * 32 + ".dir"}
-                s3.put_object(
-                    Bucket=bucket, Key=f"{key}/result.json", Body=json.dumps(result).encode()
-                )
+                result = processing_result(tag, commit=self.commit, dvc_repo_url=REPO_URL)
+                body = json.dumps(result.to_json()).encode()
+                s3.put_object(Bucket=bucket, Key=f"{key}/result.json", Body=body)
             for job in sagemaker.list_training_jobs()["TrainingJobSummaries"]:
                 name = job["TrainingJobName"]
                 if name in seen:
@@ -191,7 +191,9 @@ class PlayTheContainers(threading.Thread):
                 output = described["OutputDataConfig"]["S3OutputPath"]
                 bucket, _, key = output[5:].partition("/")
                 buffer = io.BytesIO()
-                data = json.dumps({**self.model, "run_id": "r" * 32}).encode()
+                tag = described["HyperParameters"]["dvc_tag"]
+                trained = training_result(tag, data_git_commit_id=self.commit, **self.model)
+                data = json.dumps(trained.to_json()).encode()
                 with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
                     info = tarfile.TarInfo("result.json")
                     info.size = len(data)
@@ -325,7 +327,7 @@ def test_the_git_token_lands_nowhere(moto: Moto, launched: dict[str, Any]) -> No
         assert TOKEN not in json.dumps(described, default=str)
 
 
-def test_local_runner_config_files_match_the_launcher_requests(
+def test_local_runner_config_files_match_the_sagemaker_requests(
     running_stack: RunningStack, moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One description, two worlds: what a local run writes is what SageMaker is sent."""
@@ -343,12 +345,10 @@ def test_local_runner_config_files_match_the_launcher_requests(
         dvc_repo_url=settings.repo_url("datasets"),
         region=REGION,
     )
-    launcher = Launcher(config, settings)
+    runner = SageMakerRunner(config, settings)
     options = ProcessOptions(version="v9", fraction=0.3, pipeline_run_id="v9-run")
-    _, sent = launcher.processing_job(options, "v9-run", None)
-    placed = config.settings(
-        settings
-    )  # the same bucket, MLflow and images: only the runtime differs
+    placed = runner.settings  # the same bucket, MLflow and images: only the runtime differs
+    _, sent = runner.processing_job(build_processing_spec(placed, options, config.dvc_repo_url))
     local = build_processing_spec(placed, options, settings.repo_url("datasets"))
     written = json.loads(
         (
@@ -368,7 +368,8 @@ def test_local_runner_config_files_match_the_launcher_requests(
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"a state dict")
     train = TrainOptions(tag="v9-run", epochs=4, model_name="parity", pretrained=str(weights))
-    _, sent_training = launcher.training_job(train, "v9-run", "c" * 40)
+    built = build_training_spec(placed, train, config.dvc_repo_url)
+    _, sent_training = runner.training_job(built, "c" * 40)
     local_training = build_training_spec(placed, train, settings.repo_url("datasets"))
     base = prepare_training(local_training, tmp_path / "t")
     hyperparameters = json.loads((base / "input/config/hyperparameters.json").read_text())
@@ -386,7 +387,7 @@ def test_local_runner_config_files_match_the_launcher_requests(
     # two instances: the request asks SageMaker for two, the local runner lays out two hosts
     # whose resourceconfig.json lists both, as SageMaker writes it on each instance
     two = replace(train, instance_count=2, pretrained="none")
-    _, sent_two = launcher.training_job(two, "v9-run", "c" * 40)
+    _, sent_two = runner.training_job(build_training_spec(placed, two, config.dvc_repo_url))
     assert sent_two["ResourceConfig"]["InstanceCount"] == 2
     local_two = build_training_spec(placed, two, settings.repo_url("datasets"))
     for host in ("algo-1", "algo-2"):

@@ -1,5 +1,5 @@
 """The job descriptions (lineage.jobspec): one description per job, which the local runner
-writes as SageMaker's config files and the launcher sends as the Create*Job request.
+writes as SageMaker's config files and the SageMaker runner sends as the Create*Job request.
 
 What users depend on: a request that SageMaker would refuse is refused here first, with the
 limit named; the requests are valid against SageMaker's own API model (botocore's); every

@@ -1,4 +1,4 @@
-"""The SageMaker launcher's handling of AWS, with botocore's Stubber standing in for AWS.
+"""The SageMaker runtime's handling of AWS, with botocore's Stubber standing in for AWS.
 
 What a user depends on: a permission or credentials problem fails at once and says what to
 do (never minutes of retries, never "no job named X"); a throttle is waited out; endpoints
