@@ -1,7 +1,7 @@
 # model-lineage — the verbs users type.
 #
 #   make demo      set up, start the embedded local stack, run the main job
-#   make test      set up and run the test suite: the fast tier, then the real-server tiers
+#   make test      set up and run the test suite: the fast tier, then the real-server tiers (2 workers)
 #   make test-fast the fast tier (tests/unit + tests/cli: in-process, no servers), coverage floor
 #   make lint      ruff + mypy + lint-imports (the layers)
 #   make install   .venv from the lock (a no-op in seconds when nothing changed)
@@ -108,9 +108,19 @@ COV_ARGS = $(addprefix --cov=,lineage local processing training inference) \
 # from servers, clients and engines that only CI runs.
 SLOW_TESTS := tests/integration tests/container
 RELAXED_WARNINGS := -W default
+# They run on SLOW_WORKERS pytest-xdist processes: most of their wall time is waiting
+# (services starting, fault tests waiting out timeouts, docker builds), which overlaps.
+# --dist loadgroup, with the work units of tests/conftest.py (its pytest_xdist_make_scheduler):
+# each integration module whole on one worker (its module fixtures train once), every Docker
+# test in one unit, started first; each worker runs its own stack on its own ports.
+# SLOW_WORKERS=0 runs them serially in the pytest process itself, in collection order (xdist
+# ignores --dist then).
+# --durations: where the time goes, printed at the end of every run.
+SLOW_WORKERS ?= 2
+SLOW_ARGS = -n $(SLOW_WORKERS) --dist loadgroup --durations=25
 
 test: test-fast
-	$(BIN)/pytest $(SLOW_TESTS) $(RELAXED_WARNINGS) $(PYTEST_ARGS)
+	$(BIN)/pytest $(SLOW_TESTS) $(SLOW_ARGS) $(RELAXED_WARNINGS) $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/pytest $(FAST_TESTS) $(COV_ARGS) $(PYTEST_ARGS)
@@ -119,7 +129,7 @@ test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: install
-	$(BIN)/pytest tests/integration $(RELAXED_WARNINGS) $(PYTEST_ARGS)
+	$(BIN)/pytest tests/integration $(SLOW_ARGS) $(RELAXED_WARNINGS) $(PYTEST_ARGS)
 
 # The reference scenario end to end (`lineage demo`): two dataset versions processed, trained
 # and registered, compared, the better one promoted and deployed, invoked, traced, reproduced.

@@ -354,14 +354,11 @@ class LineageReceiver:
     a test can point jobs at it while it is still down and start it later."""
 
     def __init__(self, port: int | None = None) -> None:
-        import socket
-
-        if port is None:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = int(probe.getsockname()[1])
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        # From this worker's ports, not the kernel's ephemeral ones: while the receiver is
+        # down its port is free, and an ephemeral port could meanwhile be handed to another
+        # worker's listener (a FaultProxy) or connection, which would then get these events.
+        self.port = free_port_block(1) if port is None else port
+        self.url = f"http://127.0.0.1:{self.port}"
         self.events: list[dict[str, Any]] = []
         self._server: Any = None
 

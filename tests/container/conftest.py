@@ -22,6 +22,7 @@ from tests.conftest import REPO_ROOT
 LOCAL_BASE = "model-lineage/base:bookworm"
 HERE = Path(__file__).resolve().parent
 SKIPPED = pytest.StashKey[str]()
+SKIPPED_OUTPUT = "container_tier_skipped"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -35,6 +36,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.stash[SKIPPED] = (
             f"container tier skipped ({len(tier)} tests): {problem}; start dockerd to run it"
         )
+
+
+# Under pytest-xdist the workers collect (and deselect) and the controller writes the summary:
+# a worker hands its reason back in `workeroutput`, which the controller reads as it goes down.
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    reason = session.config.stash.get(SKIPPED, None)
+    workeroutput = getattr(session.config, "workeroutput", None)  # set only on an xdist worker
+    if reason and workeroutput is not None:
+        workeroutput[SKIPPED_OUTPUT] = reason
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent when xdist is not loaded
+def pytest_testnodedown(node: Any, error: object) -> None:
+    reason = getattr(node, "workeroutput", {}).get(SKIPPED_OUTPUT)
+    if reason:
+        node.config.stash[SKIPPED] = reason
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
