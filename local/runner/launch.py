@@ -181,15 +181,19 @@ def launch(argv: list[str], env: Mapping[str, str], log_file: Path, stream: bool
         # A terminal: let the job draw its progress bars itself.
         log_file.write_text("(output went to the terminal)\n")
         return subprocess.run(argv, env=dict(env), check=False).returncode
-    with log_file.open("w") as log:
-        proc = subprocess.Popen(
+    # `with Popen` closes the job's output pipe and reaps it however the copy ends (a failed
+    # job, an interrupt): a bare Popen left the pipe to the garbage collector.
+    with (
+        log_file.open("w") as log,
+        subprocess.Popen(
             argv,
             env=dict(env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-        )
+        ) as proc,
+    ):
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)

@@ -8,6 +8,7 @@ command line: pids get reused, and a stale file must never make us signal a stra
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -46,11 +47,39 @@ def read_pid(pid_file: Path) -> int | None:
 _started: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _forget(pid: int) -> None:
-    """A service of ours that ended: reaped through its `Popen`, which then goes quietly."""
-    proc = _started.pop(pid, None)
-    if proc is not None:
-        proc.poll()
+def _reap(pid: int) -> None:
+    """Reap a service of ours that ended, through its `Popen`, which then goes quietly.
+
+    A leader can show as a zombie while its last threads still exit (MLflow's does): the
+    kernel will not hand over its status yet, so its `Popen` is kept for a later call (the
+    end of `terminate`, `reap_ended`) instead of being dropped unreaped.
+    """
+    proc = _started.get(pid)
+    if proc is not None and proc.poll() is not None:
+        _started.pop(pid, None)
+
+
+def _settle(pid: int, timeout: float = 5.0) -> None:
+    """Wait (bounded) for a stopped service of ours to be reaped: its process group is gone,
+    so only the leader's exit status remains to be collected."""
+    proc = _started.get(pid)
+    if proc is None:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+    _reap(pid)
+
+
+def reap_ended() -> None:
+    """Reap every service of ours that has ended, however it was stopped: by `terminate`,
+    or by another process (a `lineage stack down` elsewhere, a kill) while this one holds
+    its `Popen`. Those still running are left alone: they outlive this process by design."""
+    for pid in list(_started):
+        _reap(pid)
+
+
+# Ended services are reaped before the interpreter drops their `Popen`s at exit.
+atexit.register(reap_ended)
 
 
 def is_alive(pid: int) -> bool:
@@ -58,13 +87,15 @@ def is_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
-        _forget(pid)
+        _reap(pid)
         return False
     state = stat.rsplit(")", 1)[-1].split()[0]
     if state in ("Z", "X"):
-        _forget(pid)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+        if pid in _started:
+            _reap(pid)
+        else:  # no `Popen` of ours holds it: reap it directly if it is our child at all
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
         return False
     return True
 
@@ -130,17 +161,20 @@ def terminate(pid: int, grace: float) -> bool:
 
     Returns True if it stopped within the grace period, False if it had to be killed.
     """
-    _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not is_alive(pid) and not group_members(pid):
-            return True
-        time.sleep(0.1)
-    _signal_group(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while (is_alive(pid) or group_members(pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return False
+    try:
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not is_alive(pid) and not group_members(pid):
+                return True
+            time.sleep(0.1)
+        _signal_group(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while (is_alive(pid) or group_members(pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return False
+    finally:
+        _settle(pid)
 
 
 def group_members(pgid: int) -> list[int]:

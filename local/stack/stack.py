@@ -274,6 +274,9 @@ class LocalStack:
             self.pid_file(name).unlink(missing_ok=True)
             killed = "" if outcome[name] else ", killed after grace"
             report(f"{name}: stopped (pid {pid}){killed}")
+        # Services this process started and another one stopped (a `lineage stack down` run
+        # elsewhere, then `up` again under new pids) are still its children to reap.
+        process.reap_ended()
         return list(running)
 
     # -- repos ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ index and from a full scan of MLflow (they must agree), failing closed on damage
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -416,14 +417,25 @@ def test_a_record_process_without_a_registry_or_patients_is_refused(
 def test_a_concurrent_cli_withdrawal_storm_loses_nothing(scenario: Scenario) -> None:
     before = cli(scenario, "consent", "verify")["events"]
     patients = ["PAT-00010", "PAT-00011", "PAT-00012", "PAT-00013"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "lineage", "consent", "grant", p, "--reason", "storm"],
-            env={**os.environ, **scenario.env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for p in patients * 2
+    # All eight run at once; each `with Popen` closes its pipes and reaps it, and a grant
+    # still running when the test gives up is killed first (callbacks run before the exits).
+    with contextlib.ExitStack() as running:
+        procs = [
+            running.enter_context(
+                subprocess.Popen(
+                    [sys.executable, "-m", "lineage", "consent", "grant", p, "--reason", "storm"],
+                    env={**os.environ, **scenario.env},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
+            for p in patients * 2
+        ]
+        for proc in procs:
+            running.callback(proc.kill)  # a no-op once it has exited
+        errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    failed = [
+        err.decode()[-1000:] for proc, err in zip(procs, errors, strict=True) if proc.returncode
     ]
-    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert not failed, failed
     assert cli(scenario, "consent", "verify")["events"] == before + len(procs)

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,22 @@ def test_spawn_and_terminate_whole_process_group(tmp_path: Path) -> None:
     assert process.terminate(pid, grace=5) is True
     assert not process.is_alive(pid)
     assert "starting" in process.tail(tmp_path / "svc.log")
+
+
+def test_a_service_stopped_from_elsewhere_is_reaped(tmp_path: Path) -> None:
+    """A service this process started and another one stopped (`lineage stack down` run
+    elsewhere) is reaped through its Popen, not dropped unreaped (a ResourceWarning, an
+    error in every tier) when the interpreter goes."""
+    pid = process.spawn(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        pid_file=tmp_path / "svc.pid",
+        log_file=tmp_path / "svc.log",
+        env=os.environ,
+        cwd=tmp_path,
+    )
+    os.killpg(pid, signal.SIGKILL)  # not through `terminate`: as another process would
+    deadline = time.monotonic() + 10
+    while pid in process._started and time.monotonic() < deadline:
+        process.reap_ended()
+        time.sleep(0.05)
+    assert pid not in process._started
