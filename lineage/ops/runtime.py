@@ -33,4 +33,4 @@ def sagemaker_runner(
     (this bucket, this MLflow, these images) are the ones to build the jobs with."""
     from lineage.sagemaker.runner import SageMakerRunner
 
-    return SageMakerRunner(config, base, report) if report else SageMakerRunner(config, base)
+    return SageMakerRunner(config, base, report)

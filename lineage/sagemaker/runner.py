@@ -45,13 +45,13 @@ class SageMakerRunner:
         self,
         config: SageMakerConfig,
         base: Settings,
-        report: Report = _quiet,
+        report: Report | None = None,
         *,
         pacing: polling.Pacing | None = None,
     ) -> None:
         self.config = config
         self.settings = config.settings(base)
-        self.report = report
+        self.report = report or _quiet
         self.pacing = pacing or polling.Pacing(poll_s=config.poll_s)
         self.session = aws.session(config.region)
         self.sagemaker = aws.client(self.session, "sagemaker")

@@ -5,6 +5,8 @@ in what it hands back, shown on a runner that runs nothing (tests.helpers.FakeRu
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,23 @@ def test_training_alone_takes_the_runner_repository_or_an_explicit_url(
     assert "s3cret" not in json.dumps(second.environment)
     assert env[URL_CREDENTIALS_ENV] == "https://git.example.com user:s3cret"
     assert runner.prepared == [("training",), ("training",)]
+
+
+def _modules_after_import(*modules: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after importing `modules`."""
+    code = f"import sys\nimport {', '.join(modules)}\nprint(' '.join(sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(out.stdout.split())
+
+
+def test_each_runtime_is_loaded_only_where_it_is_chosen() -> None:
+    """The SageMaker commands and runner load no local harness; the operations load neither
+    runtime (nor boto3) until one is chosen."""
+    sagemaker_side = _modules_after_import(
+        "lineage.cli.sagemaker", "lineage.sagemaker.runner", "lineage.ops.train"
+    )
+    assert not {m for m in sagemaker_side if m == "local" or m.startswith("local.")}
+    operations = _modules_after_import("lineage.ops.process", "lineage.ops.train")
+    assert not {m for m in operations if m.startswith(("local.", "lineage.sagemaker", "boto3"))}
