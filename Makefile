@@ -99,9 +99,9 @@ lint: install
 # AWS) and tests/cli (the `lineage` command run in process, its operations faked): no server,
 # no Docker, under 90 s on 2 cores. Warnings are errors (pyproject's filterwarnings).
 # Coverage is measured on it and held to COV_FLOOR: the total measured when the floor was set
-# (63.2%), rounded down, less one. Raise it when coverage rises.
+# (64.55% after the runtime interface), rounded down, less one. Raise it when coverage rises.
 FAST_TESTS := tests/unit tests/cli
-COV_FLOOR ?= 62
+COV_FLOOR ?= 63
 COV_ARGS = $(addprefix --cov=,lineage local processing training inference) \
   --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR)
 # The real-server tiers: warnings are errors there too, under the same filterwarnings (an
