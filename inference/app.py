@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -71,6 +71,24 @@ async def decoded(
     return await asyncio.to_thread(decode)
 
 
+async def decoded_or_refused(
+    request: Request, limits: Limits, transform: Callable[[Any], Any]
+) -> tuple[list[Any], bool] | Response:
+    """The request's inputs, or the answer that refuses it (a JSON error; nothing for a
+    client that went away mid-body: there is no one to answer, and no trace to log)."""
+    try:
+        return await decoded(request, limits, transform)
+    except RequestError as exc:
+        return JSONResponse(exc.body(), status_code=exc.status)
+    except ClientDisconnect:
+        log.debug("a client disconnected before its request body was complete")
+        return Response(status_code=499)
+    except Exception as exc:  # a decoder bug must still answer JSON, and not kill us
+        log.exception("unexpected failure decoding a request")
+        failed = {"error": "internal error", "detail": f"{exc.__class__.__name__}"}
+        return JSONResponse(failed, status_code=500)
+
+
 def create_app(  # long: the handlers are closures over one model and batcher
     model: LoadedModel,
     *,
@@ -111,14 +129,10 @@ def create_app(  # long: the handlers are closures over one model and batcher
 
     async def answer(request: Request) -> tuple[Response, bool]:
         """The response, and whether the request reached the batcher."""
-        try:
-            tensors, is_batch = await decoded(request, limits, transform)
-        except RequestError as exc:
-            return JSONResponse(exc.body(), status_code=exc.status), False
-        except Exception as exc:  # a decoder bug must still answer JSON, and not kill us
-            log.exception("unexpected failure decoding a request")
-            failed = {"error": "internal error", "detail": f"{exc.__class__.__name__}"}
-            return JSONResponse(failed, status_code=500), False
+        inputs = await decoded_or_refused(request, limits, transform)
+        if isinstance(inputs, Response):
+            return inputs, False
+        tensors, is_batch = inputs
         try:
             probabilities = await batcher.predict(tensors)  # counts the request out
         except Exception as exc:  # noqa: BLE001 - a failed forward answers JSON 500

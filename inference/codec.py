@@ -36,15 +36,35 @@ def media_type(header: str | None) -> str:
 
 
 def check_accept(accept: str | None) -> None:
+    """406 unless the Accept header admits JSON with a quality above zero (RFC 9110: `q=0`
+    means "not acceptable", and the most specific range that matches decides)."""
     if not accept:
         return
+    best: tuple[int, float] | None = None  # (specificity, q) of the most specific match
     for part in accept.split(","):
         kind = media_type(part)
-        if kind in ("", "*/*", "application/*", JSON_TYPE):
-            return
+        specificity = {JSON_TYPE: 3, "application/*": 2, "*/*": 1, "": 1}.get(kind)
+        if specificity is None:
+            continue
+        q = _quality(part)
+        if best is None or specificity > best[0]:
+            best = (specificity, q)
+    if best is not None and best[1] > 0:
+        return
     raise RequestError(
         406, "not acceptable", f"Accept {accept!r}: this endpoint answers {JSON_TYPE}"
     )
+
+
+def _quality(part: str) -> float:
+    for param in part.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return min(1.0, max(0.0, float(value)))
+            except ValueError:
+                return 0.0
+    return 1.0
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,18 @@ The directory holds what the training job wrote: an MLflow pytorch model, `linea
 `model.onnx` (served by ONNX Runtime) and `weights.pt` (a plain state dict, loaded with
 ``weights_only=True`` when the torch path serves: no pickled code runs). The bytes that are
 served must hash to the digests `lineage.json` records, or the server does not start.
+
+With `LINEAGE_TRUSTED_KEYS` set (PEM text or a file of public keys: no secret), the model
+must also be signed by one of those keys (`model.sig` and the SLSA provenance, see
+`lineage.attest.checks`) and its `lineage.json` must repeat the signed training-time facts
+(so swapped class names are refused too); the signer's key id and the provenance's digest
+are then in `/lineage` and every answer.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,7 @@ class LoadedModel:
     lineage: dict[str, Any]
     weights_sha256: str = ""  # the digest of what is served (weights.pt or model.onnx's source)
     onnx_sha256: str = ""
+    signed: dict[str, str] = field(default_factory=dict)  # signer_key_id, attestation_sha256
 
     @property
     def served_lineage(self) -> dict[str, Any]:
@@ -48,17 +55,21 @@ class LoadedModel:
             "weights_sha256": self.weights_sha256,
             "onnx_sha256": self.onnx_sha256,
             "backend": self.backend.name,
+            "signed": bool(self.signed),
+            **self.signed,
         }
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The lineage every prediction carries."""
-        return {key: self.lineage.get(key) for key in LINEAGE_KEYS}
+        """The lineage every prediction carries (and who signed the model, when checked)."""
+        return {**{key: self.lineage.get(key) for key in LINEAGE_KEYS}, **self.signed}
 
 
-def load_model_dir(model_dir: Path, threads: int = 1) -> LoadedModel:
+def load_model_dir(model_dir: Path, threads: int = 1, trusted_keys: str = "") -> LoadedModel:
+    """The model, loaded and checked; `trusted_keys` (PEM or a path): its signature too."""
     if not model_dir.is_dir():
         raise ModelDirError(f"model directory {model_dir} does not exist")
+    signed = check_signature(model_dir, trusted_keys) if trusted_keys.strip() else {}
     lineage_path = model_dir / LINEAGE_FILE
     try:
         lineage = json.loads(lineage_path.read_text())
@@ -84,7 +95,13 @@ def load_model_dir(model_dir: Path, threads: int = 1) -> LoadedModel:
         except Exception as exc:  # noqa: BLE001 - any ORT load error: ModelDirError
             raise ModelDirError(f"cannot load {onnx}: {str(exc)[:300]}") from None
         return LoadedModel(
-            backend, [str(c) for c in classes], image_size, lineage, weights_sha256, onnx_sha256
+            backend,
+            [str(c) for c in classes],
+            image_size,
+            lineage,
+            weights_sha256,
+            onnx_sha256,
+            signed,
         )
     if not torch_available():
         raise ModelDirError(
@@ -97,7 +114,38 @@ def load_model_dir(model_dir: Path, threads: int = 1) -> LoadedModel:
         backend = TorchBackend(weights, len(classes), threads)
     except Exception as exc:  # noqa: BLE001 - any torch load error: ModelDirError
         raise ModelDirError(f"cannot load {weights}: {str(exc)[:300]}") from None
-    return LoadedModel(backend, [str(c) for c in classes], image_size, lineage, weights_sha256)
+    return LoadedModel(
+        backend, [str(c) for c in classes], image_size, lineage, weights_sha256, signed=signed
+    )
+
+
+def check_signature(model_dir: Path, trusted_keys: str) -> dict[str, str]:
+    """Refuse a model that is unsigned, signed by no trusted key, changed since it was
+    signed, or whose lineage.json differs from the signed facts; name the file."""
+    from lineage.attest.checks import lineage_disagreements, verify_model
+    from lineage.attest.keys import AttestationError, TrustStore
+    from lineage.errors import ConfigError
+
+    try:
+        trust = TrustStore.from_value(trusted_keys)
+    except ConfigError as exc:
+        raise ModelDirError(f"LINEAGE_TRUSTED_KEYS: {exc}") from None
+    try:
+        verified = verify_model(model_dir, trust)
+    except AttestationError as exc:
+        raise ModelDirError(f"the model's signature does not hold: {exc}") from None
+    lineage_path = model_dir / LINEAGE_FILE
+    try:
+        stored = json.loads(lineage_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelDirError(f"{lineage_path} is unreadable ({exc})") from None
+    differences = lineage_disagreements(verified.provenance, stored)
+    if differences:
+        raise ModelDirError(
+            f"{lineage_path} does not repeat what the training job signed: "
+            + "; ".join(differences[:4])
+        )
+    return verified.served()
 
 
 def _checked(path: Path, recorded: object, lineage_path: Path, what: str) -> str:

@@ -19,6 +19,7 @@ from inference.app import create_app
 from inference.backends import cpu_threads
 from inference.codec import Limits
 from inference.model import ModelDirError, load_model_dir
+from inference.protocol import BoundedHttpToolsProtocol
 from lineage import contract
 
 log = logging.getLogger("lineage.inference")
@@ -62,6 +63,11 @@ def model_threads(workers: int) -> int:
     return max(1, per_worker - 1)
 
 
+def trusted_keys() -> str:
+    """`LINEAGE_TRUSTED_KEYS`: public keys a model must be signed by (empty: not checked)."""
+    return os.environ.get(contract.TRUSTED_KEYS_ENV, "")
+
+
 def model_dir_from_env() -> Path:
     return Path(os.environ.get("SM_MODEL_DIR") or contract.base_dir() / "model")
 
@@ -86,10 +92,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"cannot serve: {exc}")
     host = os.environ.get("LINEAGE_SERVE_HOST", "0.0.0.0")  # noqa: S104 - a container serves all
     try:
-        model = load_model_dir(model_dir, model_threads(workers))
+        model = load_model_dir(model_dir, model_threads(workers), trusted_keys())
     except ModelDirError as exc:
         log.error("cannot serve: %s", exc)
         sys.exit(f"cannot serve: {exc}")
+    if model.signed:
+        log.info(
+            "signature verified: signed by key %s, provenance %s",
+            model.signed["signer_key_id"][:16],
+            model.signed["attestation_sha256"][:16],
+        )
     log.info(
         "serving %s version %s (run %s, data %s) with %s on port %d, %d worker(s)",
         model.lineage.get("model_name"),
@@ -102,7 +114,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     if workers == 1:
         app = create_app(model, max_batch=max_batch, max_wait_ms=max_wait_ms, limits=limits)
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=25)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=25,
+            http=BoundedHttpToolsProtocol,
+        )
     else:
         uvicorn.run(
             "inference.serve:app_factory",
@@ -112,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             workers=workers,
             log_level="warning",
             timeout_graceful_shutdown=25,
+            http=BoundedHttpToolsProtocol,
         )
 
 
@@ -119,7 +139,7 @@ def app_factory() -> object:
     """For multi-worker uvicorn: each worker process loads its own model."""
     threads = model_threads(_int_env("SAGEMAKER_MODEL_SERVER_WORKERS", 1))
     return create_app(
-        load_model_dir(model_dir_from_env(), threads),
+        load_model_dir(model_dir_from_env(), threads, trusted_keys()),
         max_batch=_int_env("LINEAGE_MAX_BATCH", 32),
         max_wait_ms=_float_env("LINEAGE_MAX_BATCH_WAIT_MS", 2.0),
     )

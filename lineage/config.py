@@ -73,6 +73,19 @@ ENV_VARS: dict[str, str] = {
     "LINEAGE_S3_IMAGE": "a MinIO image as the docker stack's S3 store (instead of SeaweedFS)",
     "LINEAGE_IMAGE_REGISTRY": "registry of the job images (<acct>.dkr.ecr.<region>.amazonaws.com)",
     "LINEAGE_IMAGE_TAG": "tag of the job images (default latest)",
+    "LINEAGE_SIGNING_KEY_FILE": (
+        "ECDSA P-256 private key that signs (default LINEAGE_HOME/keys/signing-key.pem, 0600)"
+    ),
+    "LINEAGE_SIGNING_KMS_KEY_ID": "sign with this AWS KMS key (ECC_NIST_P256) instead of a file",
+    "LINEAGE_TRUSTED_KEYS": (
+        "public keys whose signatures count: PEM text, a PEM file or a trust.json "
+        "(default LINEAGE_HOME/keys/trust.json)"
+    ),
+    "LINEAGE_ACTOR": "who decisions and consent events are recorded as (default the OS user)",
+    "LINEAGE_INDEX_VERIFY_INTERVAL": (
+        "seconds between full checks of the index's rows against the manifests (default 3600; "
+        "0: before every indexed answer)"
+    ),
 }
 
 
@@ -153,6 +166,10 @@ class Settings:
     consent_key: str | None = field(default=None, repr=False)
     stack_runtime: str = "process"
     compose_project: str | None = None
+    signing_key_file_override: str | None = None  # a path, never the key
+    signing_kms_key_id: str | None = None
+    trusted_keys: str | None = None  # public keys: PEM text or a path
+    actor: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -189,6 +206,10 @@ class Settings:
             consent_key=env.get("LINEAGE_CONSENT_KEY") or None,
             stack_runtime=_stack_runtime(env, recorded),
             compose_project=env.get("LINEAGE_COMPOSE_PROJECT") or None,
+            signing_key_file_override=env.get("LINEAGE_SIGNING_KEY_FILE") or None,
+            signing_kms_key_id=env.get("LINEAGE_SIGNING_KMS_KEY_ID") or None,
+            trusted_keys=env.get("LINEAGE_TRUSTED_KEYS") or None,
+            actor=env.get("LINEAGE_ACTOR") or None,
         )
 
     # -- credentials ---------------------------------------------------------------------------
@@ -263,6 +284,20 @@ class Settings:
     def index_db(self) -> str:
         """SQLAlchemy URL of the lineage index (a cache of MLflow + git, rebuildable)."""
         return self.index_db_override or f"sqlite:///{self.home / 'index.db'}"
+
+    @property
+    def signing_key_file(self) -> Path:
+        """The private key file the operator and local jobs sign with (unless KMS)."""
+        if self.signing_key_file_override:
+            return Path(self.signing_key_file_override).expanduser().absolute()
+        return self.home / "keys" / "signing-key.pem"
+
+    @property
+    def operator(self) -> str:
+        """Who the operator's decisions and consent events are recorded as."""
+        import getpass
+
+        return self.actor or getpass.getuser()
 
     def image_uri(self, name: str) -> str:
         """A job image, named as docker-bake.hcl tags it (processing, training, inference)."""

@@ -39,6 +39,23 @@ MODEL_WEIGHTS_FILE = "weights.pt"  # in /opt/ml/model: plain state dict for the 
 MODEL_ONNX_FILE = "model.onnx"  # in /opt/ml/model: the same weights for ONNX Runtime
 CONSENT_INPUT_NAME = "consent"  # ProcessingInput: /opt/ml/processing/input/consent/snapshot.json
 OPENLINEAGE_KEEP_DIR = "openlineage"  # under a job's result dir: the events it emitted, for replay
+# Signing (lineage/attest): a job gets the *path* of its signing key (read-only bind mount in a
+# container) or a KMS key id, never the key; the public keys it trusts; and an `evidence`
+# input (the transparency log's signed head, the dataset statement it trains on).
+SIGNING_KEY_FILE_ENV = "LINEAGE_SIGNING_KEY_FILE"
+SIGNING_KMS_ENV = "LINEAGE_SIGNING_KMS_KEY_ID"
+TRUSTED_KEYS_ENV = "LINEAGE_TRUSTED_KEYS"
+SIGNING_KEY_MOUNT = "/run/lineage/signing-key.pem"  # where a container sees the key file
+MODEL_SIGNATURE_FILE = "model.sig"  # in /opt/ml/model: OpenSSF model signing
+MODEL_PROVENANCE_FILE = "provenance.dsse.json"  # in /opt/ml/model: SLSA provenance, signed
+MODEL_DATASET_STATEMENT_FILE = "dataset.dsse.json"  # in /opt/ml/model: the dataset's statement
+# written after training, so never signed bytes: exactly what `--ignore-paths` names for the
+# stock `python -m model_signing verify` (lineage.json carries this list: model_signing_ignore)
+MODEL_SIGNING_IGNORE = (MODEL_LINEAGE_FILE, "registered_model_meta")
+ERASURES_INPUT_NAME = "erasures"  # ProcessingInput: erased.json (what must never come back)
+ERASURES_FILE = "erased.json"
+EVIDENCE_INPUT_NAME = "evidence"  # ProcessingInput / training channel: evidence.json
+EVIDENCE_FILE = "evidence.json"
 
 
 def image_identity() -> dict[str, str]:

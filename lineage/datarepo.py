@@ -109,7 +109,8 @@ def require_tag(repo_url: str, tag: str, commit: str | None = None) -> str:
     found = tag_commit(repo_url, tag)
     if found is None:
         raise TagError(
-            f"tag {tag} no longer exists in {redact_url(repo_url)}",
+            f"tag {tag} does not exist in {redact_url(repo_url)} (never published there, or "
+            "deleted since)",
             "the chain from this model to its data is broken at the tag: restore the tag "
             "(`git push origin <commit>:refs/tags/<tag>`) from the run's data_git_commit_id",
         )
@@ -124,30 +125,17 @@ def require_tag(repo_url: str, tag: str, commit: str | None = None) -> str:
 def clone(
     repo_url: str, workdir: Path, *, tag: str | None = None, commit: str | None = None
 ) -> str:
-    """Clone at `tag` (shallow) or at `commit` (full history, then checkout); the commit."""
+    """Clone at `tag` (shallow, `refs/tags/<tag>` asked for by name: a branch of the same
+    name can never stand in for it) or at `commit` (full history, then checkout); the commit."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.parent.mkdir(parents=True, exist_ok=True)
-    shallow = ["--depth", "1", "--branch", tag] if tag and not commit else []
     url, auth = split_credentials(repo_url)  # credentials: in git's env, not argv or .git
+    if tag and not commit:
+        return _fetch_tag(repo_url, url, auth, workdir, tag)
     try:
-        git(
-            "clone",
-            "--quiet",
-            *shallow,
-            url,
-            str(workdir),
-            cwd=workdir.parent,
-            env=auth,
-            secrets=[repo_url],
-        )
+        git("clone", "--quiet", url, str(workdir), cwd=workdir.parent, env=auth, secrets=[repo_url])
     except GitError as exc:
-        if tag and ("not found in upstream" in exc.message or "Remote branch" in exc.message):
-            raise TagError(
-                f"tag {tag} does not exist in the dataset repository",
-                "list the published versions with `git ls-remote --tags <repo>`, or run "
-                "`lineage process` first",
-            ) from None
         raise LineageError(
             f"cannot clone the dataset repository: {exc.message}",
             "check the repository URL and that the git server is reachable",
@@ -159,6 +147,31 @@ def clone(
                 f"commit {commit} is not in {redact_url(repo_url)}",
                 "the dataset history was rewritten; the recorded version cannot be restored",
             )
+    return git("rev-parse", "HEAD", cwd=workdir).stdout.strip()
+
+
+def _fetch_tag(repo_url: str, url: str, auth: dict[str, str], workdir: Path, tag: str) -> str:
+    """A new repository holding exactly `refs/tags/<tag>` (shallow), checked out detached."""
+    git("init", "--quiet", str(workdir), cwd=workdir.parent)
+    git("remote", "add", "origin", url, cwd=workdir)
+    refspec = f"+refs/tags/{tag}:refs/tags/{tag}"
+    try:
+        git(
+            "fetch", "--quiet", "--depth", "1", "--no-tags", "origin", refspec,
+            cwd=workdir, env=auth, secrets=[repo_url],
+        )  # fmt: skip
+    except GitError as exc:
+        if "couldn't find remote ref" in exc.message or "not our ref" in exc.message:
+            raise TagError(
+                f"tag {tag} does not exist in the dataset repository",
+                "list the published versions with `git ls-remote --tags <repo>`, or run "
+                "`lineage process` first",
+            ) from None
+        raise LineageError(
+            f"cannot fetch tag {tag} of the dataset repository: {exc.message}",
+            "check the repository URL and that the git server is reachable",
+        ) from None
+    git("checkout", "--quiet", "--detach", f"refs/tags/{tag}^{{commit}}", cwd=workdir)
     return git("rev-parse", "HEAD", cwd=workdir).stdout.strip()
 
 

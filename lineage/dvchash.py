@@ -18,6 +18,12 @@ from lineage.hashing import file_md5
 
 def directory_md5(root: Path) -> str:
     """DVC 3's hash of `root` (``<md5>.dir``), computed from file contents."""
+    return hashlib.md5(directory_listing(root), usedforsecurity=False).hexdigest() + ".dir"
+
+
+def directory_listing(root: Path) -> bytes:
+    """The bytes of DVC's `.dir` object for `root`: its md5 names the directory, and its
+    sha256 is the strong digest a signed dataset statement carries beside it."""
     entries = sorted(
         (
             {"md5": file_md5(path), "relpath": path.relative_to(root).as_posix()}
@@ -26,5 +32,4 @@ def directory_md5(root: Path) -> str:
         ),
         key=lambda entry: entry["relpath"],
     )
-    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
-    return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
+    return json.dumps(entries, sort_keys=True).encode("utf-8")

@@ -10,11 +10,11 @@ to whatever the artifact store holds now.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lineage import contract
+from lineage.check import Check, agree
 from lineage.errors import LineageError
 from lineage.hashing import file_sha256
 from lineage.record import Disagreement, LineageRecord, model_digest
@@ -24,42 +24,41 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 FINISHED = "FINISHED"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One comparison: two records of the same fact, and whether they agree."""
-
-    name: str
-    ok: bool
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
-
-
-def agree(name: str, what: str, expected: object, actual: object) -> Check:
-    """A check that two records hold the same value."""
-    if expected == actual:
-        return Check(name, True, f"{what}: {actual}")
-    return Check(name, False, f"{what}: expected {expected}, found {actual}")
+__all__ = ["Check", "ModelIntegrityError", "agree", "checked_run", "model_dir_checks", "require"]
 
 
 class ModelIntegrityError(LineageError):
     """A model version's record is incomplete or does not match its bytes: not served."""
 
 
-def version_checks(version: RegisteredVersion, run: RunRecord) -> list[Check]:
-    """The version's run finished and recorded everything; its tags repeat the run."""
-    record = LineageRecord.from_run(run)
-    checks = [
+def run_state_checks(run: RunRecord) -> list[Check]:
+    """The run finished, and was not deleted (a deleted run's artifacts go at the next
+    `mlflow gc`: whatever is built on it is about to lose its evidence)."""
+    return [
         Check(
             "run status",
             run.status == FINISHED,
             f"run {run.run_id} is {run.status}"
             + ("" if run.status == FINISHED else ": training did not complete"),
-        )
+        ),
+        Check(
+            "run lifecycle",
+            run.lifecycle == "active",
+            f"run {run.run_id} is {run.lifecycle}"
+            + (
+                ""
+                if run.lifecycle == "active"
+                else ": its artifacts are removed at the next `mlflow gc`; restore it "
+                "(`mlflow runs restore`) or retire the versions made from it"
+            ),
+        ),
     ]
+
+
+def version_checks(version: RegisteredVersion, run: RunRecord) -> list[Check]:
+    """The version's run finished and recorded everything; its tags repeat the run."""
+    record = LineageRecord.from_run(run)
+    checks = run_state_checks(run)
     missing = record.missing()
     checks.append(
         Check(

@@ -38,6 +38,7 @@ class ProcessingResult:
     pattern: str = "dataset"
     consent: dict[str, object] | None = None  # record pattern: the snapshot used
     patients: dict[str, int] | None = None  # record pattern: distinct patients per split
+    attestation: dict[str, Any] | None = None  # the signed dataset statement (DSSE envelope)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +70,7 @@ class TrainingResult:
     seconds: float
     world_size: int = 1
     hosts: list[str] = field(default_factory=list)
+    attestation: dict[str, Any] | None = None  # the model's signed provenance (DSSE envelope)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

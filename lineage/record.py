@@ -41,8 +41,17 @@ OPTIONAL_FACTS = ("consent_log_id", "onnx_sha256")
 FACTS = (*DATA_FACTS, *MODEL_FACTS, "pattern", *CONSENT_FACTS, *OPTIONAL_FACTS)
 SERVED_KEYS = ("model_name", "model_version", "run_id", "data_git_commit_id", "dvc_tag")
 # in the model directory but not part of its digest: lineage.json is stamped at deploy,
-# registered_model_meta is added by MLflow's download of models:/
-UNDIGESTED = frozenset({contract.MODEL_LINEAGE_FILE, "registered_model_meta"})
+# registered_model_meta is added by MLflow's download of models:/, and the signatures are
+# made over the digested files afterwards (lineage.attest)
+UNDIGESTED = frozenset(
+    {
+        contract.MODEL_LINEAGE_FILE,
+        "registered_model_meta",
+        contract.MODEL_SIGNATURE_FILE,
+        contract.MODEL_PROVENANCE_FILE,
+        contract.MODEL_DATASET_STATEMENT_FILE,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,11 @@ class LineageRecord:
     instance_count: int = 1
     world_size: int = 1
     hosts: list[str] = field(default_factory=list)
+    # the files of the model directory its signature (model.sig) leaves out, relative to it:
+    # pass exactly these to `python -m model_signing verify ... --ignore-paths`
+    model_signing_ignore: list[str] = field(
+        default_factory=lambda: list(contract.MODEL_SIGNING_IGNORE)
+    )
 
     # -- the facts and their copies -----------------------------------------------------------
     @property
@@ -176,7 +190,7 @@ class LineageRecord:
             if spec.name not in data or data[spec.name] is None:
                 continue
             raw = data[spec.name]
-            if spec.name in ("classes", "metrics"):
+            if spec.name in ("classes", "metrics", "model_signing_ignore"):
                 values[spec.name] = raw
             elif spec.name == "hosts":
                 values[spec.name] = (

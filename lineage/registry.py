@@ -72,6 +72,7 @@ class RunRecord:
     params: dict[str, str]
     tags: dict[str, str] = field(repr=False)
     metrics: dict[str, float]
+    lifecycle: str = "active"  # MLflow's lifecycle_stage: a "deleted" run loses its artifacts
 
     def param(self, name: str) -> str:
         """A param the chain needs; missing means the run was not made by our training job."""
@@ -161,6 +162,7 @@ def get_run(client: MlflowClient, run_id: str) -> RunRecord:
         params=dict(run.data.params),
         tags=dict(run.data.tags),
         metrics={k: float(v) for k, v in run.data.metrics.items()},
+        lifecycle=str(run.info.lifecycle_stage or "active"),
     )
 
 

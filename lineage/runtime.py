@@ -74,9 +74,10 @@ class JobRunner(Protocol):
         `create` and the runtime hosts it), and the environment carrying its credentials."""
         ...
 
-    def stage_consent(self, snapshot_dir: Path, run_id: str) -> str:
-        """Where the consent snapshot in `snapshot_dir` lies for the processing job (a local
-        directory, or an s3:// prefix it was uploaded to)."""
+    def stage_input(self, name: str, directory: Path, run_id: str) -> str:
+        """Where the files of `directory` lie for a job's input `name` (the consent snapshot,
+        the evidence a job signs with): a local directory, or the s3:// prefix they were
+        uploaded to."""
         ...
 
     def run_processing(

@@ -67,6 +67,9 @@ CLIENT_LIMITS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # MLflow's usage telemetry: a background thread that phones home (unreachable here) and
+    # whose race at start-up was seen failing a job as "the tracking server stopped answering"
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 
@@ -76,15 +79,27 @@ def bound_client_waits() -> None:
         os.environ.setdefault(key, value)
 
 
-def unreachable(exc: BaseException) -> bool:
-    """Did an MLflow call fail because the server did not answer (as opposed to refusing)?"""
+def unreachable(exc: BaseException, uri: str | None = None) -> bool:
+    """Did an MLflow call fail because the server did not answer (as opposed to refusing)?
+
+    The client's own failures look alike ("API request to ... failed"); with `uri`, the
+    server is asked once more (`/health`): one that answers did not stop answering, and the
+    error is the client's, reported as itself."""
     import requests
     from mlflow.exceptions import MlflowException
 
-    if isinstance(exc, requests.RequestException):
+    looks_down = isinstance(exc, requests.RequestException) or (
+        isinstance(exc, MlflowException)
+        and "API request to" in (text := str(getattr(exc, "message", exc)))
+        and "failed" in text
+    )
+    if not looks_down or uri is None:
+        return looks_down
+    try:
+        check_reachable(uri, timeout=5)
+    except TrackingError:
         return True
-    text = str(getattr(exc, "message", exc))
-    return isinstance(exc, MlflowException) and "API request to" in text and "failed" in text
+    return False
 
 
 @contextmanager
@@ -99,7 +114,7 @@ def tracked_run(uri: str, run_name: str) -> Iterator[Any]:
         yield run
     except BaseException as exc:
         ended = _end_failed(mlflow)
-        if unreachable(exc):
+        if unreachable(exc, uri):
             state = "was marked FAILED" if ended else "stays RUNNING until MLflow is back"
             raise TrackingError(
                 f"the MLflow tracking server at {redact_url(uri)} stopped answering "
@@ -158,6 +173,33 @@ def log_run(
     artifacts: list[Path] | None = None,
 ) -> str:
     """Log one finished run; return its id. Param values are redacted if they are URLs."""
+    with logged_run(
+        uri=uri,
+        experiment=experiment,
+        run_name=run_name,
+        stage=stage,
+        params=params,
+        metrics=metrics,
+        tags=tags,
+        artifacts=artifacts,
+    ) as run_id:
+        return run_id
+
+
+@contextmanager
+def logged_run(
+    *,
+    uri: str,
+    experiment: str,
+    run_name: str,
+    stage: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float] | None = None,
+    tags: Mapping[str, str] | None = None,
+    artifacts: list[Path] | None = None,
+) -> Iterator[str]:
+    """A run with everything logged, open while the block runs: FINISHED only when the
+    block completes, FAILED otherwise (`tracked_run`). Param values are redacted if URLs."""
     import mlflow
 
     quiet_arn_plugin(uri)
@@ -170,31 +212,47 @@ def log_run(
             mlflow.log_metrics(dict(metrics))
         for artifact in artifacts or []:
             mlflow.log_artifact(str(artifact))
-    return str(run.info.run_id)
+        yield str(run.info.run_id)
+
+
+def _processing_runs(uri: str, experiment: str, tag: str) -> list[Any]:
+    """The processing runs in `experiment` that published `tag` (none when the experiment
+    does not exist); MLflow's errors pass through for the caller to word."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return list(
+        client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.`{STAGE_TAG}` = 'processing' and tags.dvc_tag = '{tag}'",
+            max_results=10,
+        )
+    )
 
 
 def published_commit(uri: str, experiment: str, tag: str) -> str | None:
     """The commit the processing run that published `tag` recorded, when that run is in
     `experiment` (None when no such run is known: data published elsewhere)."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     if not _SEARCHABLE_TAG.fullmatch(tag):
         return None  # a name the filter language cannot quote: the git server's tag decides
-    client = mlflow.MlflowClient(uri)
     try:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            return None
-        runs = client.search_runs(
-            [found.experiment_id],
-            filter_string=f"tags.`{STAGE_TAG}` = 'processing' and tags.dvc_tag = '{tag}'",
-            max_results=10,
-        )
+        runs = _processing_runs(uri, experiment, tag)
     except MlflowException as exc:
         raise TrackingError(
             f"cannot look up the processing run of {tag}: {exc.message}", "check MLflow"
         ) from None
+    unfinished = [r.info.run_id for r in runs if r.info.status != "FINISHED"]
+    if unfinished and not any(r.info.status == "FINISHED" for r in runs):
+        raise TrackingError(
+            f"the processing run that published {tag} ({unfinished[0]}) did not finish: the "
+            "version was not completed",
+            "do not train on it; publish the version again with `lineage process`",
+        )
     commits = {str(run.data.params.get("data_git_commit_id", "")) for run in runs} - {""}
     if len(commits) > 1:
         raise TrackingError(
@@ -202,3 +260,29 @@ def published_commit(uri: str, experiment: str, tag: str) -> str | None:
             "the tracking server's record of this dataset is inconsistent: investigate",
         )
     return commits.pop() if commits else None
+
+
+def processing_artifact(uri: str, experiment: str, tag: str, name: str) -> str | None:
+    """The text of artifact `name` that the processing run of `tag` logged (None when no
+    such run or artifact is known: data published elsewhere, or before it was logged)."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if not _SEARCHABLE_TAG.fullmatch(tag):
+        return None
+    client = mlflow.MlflowClient(uri)
+    try:
+        for run in _processing_runs(uri, experiment, tag):
+            listed = {a.path for a in client.list_artifacts(run.info.run_id)}
+            if name not in listed:
+                continue
+            with tempfile.TemporaryDirectory(prefix="lineage-artifact-") as tmp:
+                path = client.download_artifacts(run.info.run_id, name, tmp)
+                return Path(path).read_text()
+    except MlflowException as exc:
+        raise TrackingError(
+            f"cannot read {name} of the processing run of {tag}: {exc.message}", "check MLflow"
+        ) from None
+    return None

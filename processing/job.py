@@ -12,19 +12,25 @@ exits non-zero. Its result (tag, commit, md5, counts) goes to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
 from lineage import contract, manifest, tracking
+from lineage.attest.envelopes import Envelope
+from lineage.attest.jobinput import JobEvidence, JobKeys
+from lineage.attest.statements import DATASET_STATEMENT_FILE
 from lineage.consent.snapshot import Snapshot
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
+from lineage.hashing import file_md5
 from lineage.jobentry import run_job
 from lineage.jobresult import ProcessingResult, write_result
 from lineage.jobspec import dataset_tag
@@ -33,6 +39,7 @@ from lineage.openlineage import events as ol
 from lineage.openlineage.emit import KEEP_DIR, EventSink, JobRun
 from lineage.redact import redact_url
 from lineage.version import __version__
+from processing.attestation import listing_bytes, sign_dataset
 from processing.dataset import WrittenDataset, write_dataset
 from processing.progress import Progress
 from processing.publish import DatasetRepo, PublishResult
@@ -94,11 +101,29 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
+@dataclass(frozen=True)
+class _Version:
+    """A dataset version as published by this job: what every later step reports on."""
+
+    args: argparse.Namespace
+    source: SourceSpec
+    tag: str
+    repo_url: str
+    repo: DatasetRepo
+    dataset: WrittenDataset
+    consent: dict[str, object]
+    published: PublishResult
+    out_dir: Path
+    statement: Envelope | None
+    metadata: dict[str, object]  # the tag's message
+
+
 def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> ProcessingResult:
     started = time.monotonic()
     _log_start(paths)
     repo_url, tracking_uri, experiment = _environment()
     source = parse_source(args.source)
+    _check_pattern(args, source)
     validate_fractions(args.data_fraction, args.val_split, args.test_split)
     tag = dataset_tag(args.data_version, os.environ.get("PIPELINE_RUN_ID"))
     events = EventSink.from_env(paths.output_dir / RESULT_DIR / KEEP_DIR)
@@ -114,61 +139,146 @@ def run(args: argparse.Namespace, paths: contract.ProcessingPaths) -> Processing
             tracking.check_reachable(tracking_uri)
         else:
             log.warning("MLFLOW_TRACKING_URI is not set: the processing run is not logged")
-
-        repo = DatasetRepo(
-            repo_url, paths.work_dir / "repo", args.remote_url or "s3://lineage-dvc/dvc", step=_step
-        )
-        repo.prepare(tag)
-        snapshot = _consent_snapshot(args, source, paths)
-        dataset, consent = _draw_and_write(args, source, paths, snapshot, repo)
-        metadata = _metadata(args, source, dataset, consent)
-        published = repo.publish(
-            tag,
-            _commit_message(args, source, dataset),
-            metadata,
-            {DATASET_METADATA: (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()},
-        )
-        out_dir = _copy_outputs(paths, repo)
-
-        run_id = None
+        version = _publish(args, paths, source, tag, repo_url)
+        # the tag last: a run that failed (its MLflow run ended FAILED) leaves no version
+        # that a later `lineage train` could take for finished work
         if tracking_uri:
-            _step(f"log processing run to MLflow experiment {experiment}")
-            run_id = tracking.log_run(
-                uri=tracking_uri,
-                experiment=experiment,
-                run_name=f"process-{tag}",
-                stage="processing",
-                params=_run_params(args, source, tag, repo_url, published, dataset, consent),
-                metrics={f"records_{split}": float(n) for split, n in dataset.counts.items()},
-                tags={"dvc_tag": tag, "data_git_commit_id": published.commit},
-                artifacts=[out_dir / manifest.MANIFEST_NAME, out_dir / DVC_FILE],
-            )
-
-        result = ProcessingResult(
-            tag=tag,
-            commit=published.commit,
-            dataset_md5=published.dataset_md5,
-            manifest_sha256=dataset.manifest_sha256,
-            counts=dataset.counts,
-            classes=dataset.classes,
-            nfiles=published.nfiles,
-            size_bytes=published.size,
-            dvc_repo_url=redact_url(repo_url),
-            reused_commit=published.reused_commit,
-            data_version=args.data_version,
-            source=str(source),
-            mlflow_run_id=run_id,
-            seconds=round(time.monotonic() - started, 2),
-            pattern=args.pattern,
-            consent=consent or None,
-            patients=dataset.patients if args.pattern == "record" else None,
-        )
+            with _logged_run(version, paths, tracking_uri, experiment) as run_id:
+                version.repo.push_tag(version.published, version.metadata)
+        else:
+            run_id = None
+            version.repo.push_tag(version.published, version.metadata)
+        result = _result(version, run_id, started)
         job_run.outputs = [
-            ol.dataset_version(repo_url, published.dataset_md5, _dataset_facts(result), output=True)
+            ol.dataset_version(
+                repo_url, version.published.dataset_md5, _dataset_facts(result), output=True
+            )
         ]
-        write_result(out_dir / contract.PROCESSING_RESULT_FILE, result)
-        _step(f"published {tag} -> {published.commit[:12]} ({result.seconds:.1f}s)")
+        write_result(version.out_dir / contract.PROCESSING_RESULT_FILE, result)
+        _step(f"published {tag} -> {version.published.commit[:12]} ({result.seconds:.1f}s)")
         return result
+
+
+def _publish(
+    args: argparse.Namespace,
+    paths: contract.ProcessingPaths,
+    source: SourceSpec,
+    tag: str,
+    repo_url: str,
+) -> _Version:
+    """Draw, write, push and tag the version, then sign its statement."""
+    repo = DatasetRepo(
+        repo_url, paths.work_dir / "repo", args.remote_url or "s3://lineage-dvc/dvc", step=_step
+    )
+    repo.prepare(tag)
+    snapshot = _consent_snapshot(args, source, paths)
+    dataset, consent = _draw_and_write(args, source, paths, snapshot, repo)
+    refuse_erased(dataset, paths.input_dir / contract.ERASURES_INPUT_NAME)
+    metadata = _metadata(args, source, dataset, consent)
+    published = repo.publish(
+        tag,
+        _commit_message(args, source, dataset),
+        {DATASET_METADATA: (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()},
+    )
+    out_dir = _copy_outputs(paths, repo)
+    statement = _sign(paths, repo, tag, repo_url, args, source, published, dataset, consent)
+    if statement is not None:
+        statement.write(out_dir / DATASET_STATEMENT_FILE)
+    return _Version(
+        args, source, tag, repo_url, repo, dataset, consent, published, out_dir, statement, metadata
+    )
+
+
+def _logged_run(
+    version: _Version, paths: contract.ProcessingPaths, tracking_uri: str, experiment: str
+) -> contextlib.AbstractContextManager[str]:
+    """The processing run in MLflow: params (and the log head the job was given), metrics,
+    the manifest, the `.dvc` file and the signed statement; it ends FINISHED only when the
+    block (the tag's push) completes."""
+    _step(f"log processing run to MLflow experiment {experiment}")
+    v, out_dir = version, version.out_dir
+    return tracking.logged_run(
+        uri=tracking_uri,
+        experiment=experiment,
+        run_name=f"process-{v.tag}",
+        stage="processing",
+        params={
+            **_run_params(v.args, v.source, v.tag, v.repo_url, v.published, v.dataset, v.consent),
+            **JobEvidence.read(paths.input_dir / contract.EVIDENCE_INPUT_NAME).params(),
+        },
+        metrics={f"records_{split}": float(n) for split, n in v.dataset.counts.items()},
+        tags={"dvc_tag": v.tag, "data_git_commit_id": v.published.commit},
+        artifacts=[
+            out_dir / manifest.MANIFEST_NAME,
+            out_dir / DVC_FILE,
+            *([out_dir / DATASET_STATEMENT_FILE] if v.statement is not None else []),
+        ],
+    )
+
+
+def _result(version: _Version, run_id: str | None, started: float) -> ProcessingResult:
+    v = version
+    return ProcessingResult(
+        tag=v.tag,
+        commit=v.published.commit,
+        dataset_md5=v.published.dataset_md5,
+        manifest_sha256=v.dataset.manifest_sha256,
+        counts=v.dataset.counts,
+        classes=v.dataset.classes,
+        nfiles=v.published.nfiles,
+        size_bytes=v.published.size,
+        dvc_repo_url=redact_url(v.repo_url),
+        reused_commit=v.published.reused_commit,
+        data_version=v.args.data_version,
+        source=str(v.source),
+        mlflow_run_id=run_id,
+        seconds=round(time.monotonic() - started, 2),
+        pattern=v.args.pattern,
+        consent=v.consent or None,
+        patients=v.dataset.patients if v.args.pattern == "record" else None,
+        attestation=None if v.statement is None else v.statement.to_json(),
+    )
+
+
+def _sign(
+    paths: contract.ProcessingPaths,
+    repo: DatasetRepo,
+    tag: str,
+    repo_url: str,
+    args: argparse.Namespace,
+    source: SourceSpec,
+    published: PublishResult,
+    dataset: WrittenDataset,
+    consent: dict[str, object],
+) -> Envelope | None:
+    """The version's signed statement (see processing/attestation.py)."""
+    evidence = JobEvidence.read(paths.input_dir / contract.EVIDENCE_INPUT_NAME)
+    keys = JobKeys.from_env(trusted=evidence.trusted_keys)
+    if keys.key is None:
+        return None
+    _step("sign the dataset statement")
+    job_config = contract.read_json(paths.job_config_file) or {}
+    return sign_dataset(
+        keys=keys,
+        evidence=evidence,
+        manifest_sha256=dataset.manifest_sha256,
+        listing=listing_bytes(repo.dir, repo.dataset_dir, published.dataset_md5),
+        dataset_md5=published.dataset_md5,
+        predicate={
+            **_sampling(args, source),
+            "repository": redact_url(repo_url),
+            "tag": tag,
+            "commit": published.commit,
+            "dataset_md5": published.dataset_md5,
+            "files": published.nfiles,
+            "size_bytes": published.size,
+            "counts": dataset.counts,
+            "classes": dataset.classes,
+            "code_version": __version__,
+            "consent": {k: v for k, v in consent.items() if k in CONSENT_PARAMS} or None,
+            "job": str(job_config.get("ProcessingJobName", "")),
+        },
+    )
 
 
 def _log_start(paths: contract.ProcessingPaths) -> None:
@@ -192,6 +302,41 @@ def _environment() -> tuple[str, str | None, str]:
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or tracking.DEFAULT_EXPERIMENT
     return repo_url, tracking_uri, experiment
+
+
+def refuse_erased(dataset: WrittenDataset, directory: Path) -> None:
+    """Erased stays erased: a record whose bytes or scan id an erasure removed is never
+    published again (whatever the pattern), before a byte is pushed."""
+    path = directory / contract.ERASURES_FILE
+    if not path.is_file():
+        return
+    erased = json.loads(path.read_text())
+    objects, scans = erased.get("objects", {}), erased.get("scans", {})
+    back = []
+    for row in dataset.rows:
+        request = scans.get(row.scan_id) if row.scan_id else None
+        if request is None and objects:
+            request = objects.get(file_md5(dataset.root / row.file_path))
+        if request is not None:
+            back.append(f"{row.record_id} ({row.scan_id or row.file_path}) under {request}")
+    if back:
+        raise JobError(
+            f"{len(back)} records of this version were erased and must not be published again: "
+            + "; ".join(back[:5]),
+            "remove them from the source (the erasure's evidence names them); nothing was "
+            "published",
+        )
+
+
+def _check_pattern(args: argparse.Namespace, source: SourceSpec) -> None:
+    """A source with patients is never published unfiltered: every patient's record must
+    pass the consent registry, and be found by erasures and audits by its patient id."""
+    if args.pattern != "record" and source.kind in PATIENT_KINDS:
+        raise JobError(
+            f"{source} holds patients' records: it is published only with --pattern record "
+            "(consent-filtered, the patient columns kept), never as a plain dataset",
+            "rerun with --pattern record",
+        )
 
 
 def _consent_snapshot(

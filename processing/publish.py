@@ -2,8 +2,9 @@
 
 The rules that make the lineage trustworthy:
 
-- Data first. The tag is pushed only after `dvc push` succeeded, so no published tag ever
-  points to data that is not in the remote.
+- Data first, tag last. The tag is pushed only after `dvc push` and the commit succeeded
+  and after the processing run recorded the version (the job calls `push_tag` last), so no
+  published tag points at data that is not in the remote or at a version whose run failed.
 - Unique tags. An existing tag is an error, checked before anything is written; never moved.
 - Unchanged data reuses the current commit (no empty commits); the new tag points at it.
 - Concurrent publishers both land: a rejected (non-fast-forward) push fetches the new tip,
@@ -122,11 +123,10 @@ class DatasetRepo:
         self,
         tag: str,
         message: str,
-        tag_metadata: dict[str, Any],
         committed: dict[str, bytes] | None = None,
     ) -> PublishResult:
         """Push the data, then commit the `.dvc` file (and the `committed` files beside it,
-        e.g. `dataset.json`) and tag the commit."""
+        e.g. `dataset.json`); the tag comes last (`push_tag`)."""
         committed = committed or {}
         for name, data in committed.items():
             (self.dir / name).write_bytes(data)
@@ -148,6 +148,11 @@ class DatasetRepo:
         log.info("dvc push: %s", pushed.stdout.strip().splitlines()[-1:] or ["done"])
 
         commit, reused = self._commit_and_push_branch(message, md5, committed)
+        return PublishResult(tag, commit, md5, nfiles, size, reused)
+
+    def push_tag(self, published: PublishResult, tag_metadata: dict[str, Any]) -> None:
+        """The last step of a publication: the annotated tag on the published commit."""
+        tag, commit = published.tag, published.commit
         self.step(f"tag {tag} -> {commit[:12]} and push it")
         self._git(
             "tag",
@@ -184,7 +189,6 @@ class DatasetRepo:
                 "the data and commit are published but no version is (no tag); check the git "
                 "server (`lineage stack status`) and rerun: the data is reused, not uploaded again",
             )
-        return PublishResult(tag, commit, md5, nfiles, size, reused)
 
     def _commit_and_push_branch(
         self, message: str, md5: str, committed: dict[str, bytes]

@@ -27,6 +27,7 @@ from PIL import Image
 from sqlalchemy import create_engine, text
 
 from lineage import manifest
+from lineage.attest.tlog import LogKeys
 from lineage.consent.anchor import ConsentAnchor
 from lineage.consent.store import ConsentStore
 from lineage.hashing import bytes_sha256
@@ -193,8 +194,11 @@ REGISTRY = HEADER + (
 
 
 def open_store(url: str, home: Path, key: str | None = None) -> ConsentStore:
-    """A store with its anchor (key file and head file) under `home`."""
-    return ConsentStore(url, anchor=ConsentAnchor.for_database(home, url, key))
+    """A store with its anchor (key file, legacy head file) and the keys of its transparency
+    log (signing key, trust file, witness file) under `home`."""
+    return ConsentStore(
+        url, anchor=ConsentAnchor.for_database(home, url, key), log_keys=LogKeys.of_home(home)
+    )
 
 
 def edit(url: str, *statements: str) -> None:
@@ -582,6 +586,7 @@ class FakeMlflow:
                 status="FINISHED",
                 start_time=ms,
                 end_time=ms + 60_000,
+                lifecycle_stage="active",
             ),
             data=SimpleNamespace(
                 params={**record.to_params(), "count_train": "2", **(params or {})},
@@ -762,7 +767,7 @@ class FakeRunner:
 
     def __post_init__(self) -> None:
         self.prepared: list[tuple[str, ...]] = []
-        self.consent: list[tuple[Path, str]] = []
+        self.staged: list[tuple[str, Path, str]] = []
         self.processed: list[tuple[ProcessingJobSpec, dict[str, str]]] = []
         self.trained: list[tuple[TrainingJobSpec, dict[str, str], str | None]] = []
         self.finished: list[str] = []
@@ -778,9 +783,9 @@ class FakeRunner:
     def dataset_repository(self, repo: str, *, create: bool) -> tuple[str, dict[str, str]]:
         return self.repo_url, {}
 
-    def stage_consent(self, snapshot_dir: Path, run_id: str) -> str:
-        self.consent.append((snapshot_dir, run_id))
-        return f"s3://bucket/consent/{run_id}/"
+    def stage_input(self, name: str, directory: Path, run_id: str) -> str:
+        self.staged.append((name, directory, run_id))
+        return f"s3://bucket/{name}/{run_id}/"
 
     def run_processing(
         self, spec: ProcessingJobSpec, *, runtime_env: Mapping[str, str], stream: bool
@@ -805,3 +810,20 @@ class FakeRunner:
         spec = next(s for s, _, _ in self.trained if s.name == job_name)
         output = training_result(spec.hyperparameters["dvc_tag"])
         return TrainingRun(job_name, output, f"s3://bucket/training/{job_name}/model.tar.gz")
+
+
+def stock_model_signing_verify(model: Path, public_key: Path) -> subprocess.CompletedProcess[str]:
+    """The stock OpenSSF tool, as an outsider runs it: `python -m model_signing verify key`
+    in the model directory, the paths written after training ignored."""
+    return subprocess.run(
+        [
+            sys.executable, "-m", "model_signing", "verify", "key",
+            "--signature", "model.sig", "--public_key", str(public_key),
+            "--ignore-paths", "lineage.json", "--ignore-paths", "registered_model_meta", ".",
+        ],
+        cwd=model,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )  # fmt: skip

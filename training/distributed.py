@@ -49,6 +49,8 @@ COLLECTIVE_TIMEOUT_ENV = contract.COLLECTIVE_TIMEOUT_ENV
 BACKEND_ENV = contract.DIST_BACKEND_ENV
 HEARTBEAT_S = 2.0
 HEARTBEAT_LOST_S = 30.0
+LEADER_FINISH_S = 2 * 3600.0  # a follower outlives the leader's export and registration
+LEADER_POLL_S = 0.5
 
 
 class ClusterError(LineageError):
@@ -228,6 +230,23 @@ class Group:
                 "the leader's instance or container died; run the job again",
             ) from None
         return value.decode()
+
+    def outlive_leader(self, deadline_s: float = LEADER_FINISH_S) -> None:
+        """A follower's last step: stay until the leader's process has ended (its store stops
+        answering). The leader exports, signs and registers after training; an orchestrator
+        that stops every container when the first one exits (the SageMaker SDK's local mode
+        runs `docker compose up --abort-on-container-exit`) would otherwise kill it there,
+        and the job would read "Completed" with no model registered."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            try:
+                self.store.check([f"ready/{self.cluster.rank}"])
+            except Exception:  # noqa: BLE001 - the leader's process ended: what we waited for
+                return
+            time.sleep(LEADER_POLL_S)
+        log.warning(
+            "the leader %s still runs after %.0f s; leaving", self.cluster.leader, deadline_s
+        )
 
     # -- torch's process group ----------------------------------------------------------------
     def init_process_group(self, device: torch.device) -> None:

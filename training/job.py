@@ -22,6 +22,9 @@ from typing import Any
 import torch
 
 from lineage import contract, datarepo, tracking
+from lineage.attest.envelopes import Envelope
+from lineage.attest.jobinput import JobEvidence, JobKeys
+from lineage.attest.keys import utc_now
 from lineage.errors import LineageError
 from lineage.gitops import repository_name
 from lineage.jobentry import run_job
@@ -33,6 +36,7 @@ from lineage.redact import redact_url
 from lineage.version import __version__
 from training import distributed
 from training import hyperparameters as hp
+from training.attestation import checked_dataset_statement, sign_model
 from training.data import Split, class_names, load_split
 from training.distributed import Cluster, ClusterError, Group
 from training.export import ONNX_OPSET, check_parity, export_onnx
@@ -104,6 +108,10 @@ class _Prepared:
     model: torch.nn.Module
     device: torch.device
     record: LineageRecord
+    keys: JobKeys
+    evidence: JobEvidence
+    dataset_statement: Envelope | None
+    started_at: str
 
 
 def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult | None:
@@ -130,10 +138,11 @@ def run(paths: contract.TrainingPaths, stop: _StopFlag) -> TrainingResult | None
                     return _train_and_register(paths, stop, prepared, group, started, job_run)
                 _fit(prepared, stop, group)
                 log.info(
-                    "%s done: the leader %s logs and registers",
+                    "%s done: the leader %s logs and registers; waiting for it to finish",
                     cluster.describe(),
                     cluster.leader,
                 )
+                group.outlive_leader()
                 return None
             except ClusterError:
                 raise  # another host's failure: that host is named, not this one
@@ -164,6 +173,7 @@ def _prepare(
 ) -> _Prepared:  # long: a job stage; its checks run in order on every host
     """Fetch and verify the data at the tag (fail-closed, on every host), build the network
     and the lineage record."""
+    started_at = utc_now()
     params = hp.parse(dict(env.hyperparameters))
     channels = _check_channels(env)
     repo_url = os.environ.get("DVC_REPO_URL")
@@ -185,6 +195,9 @@ def _prepare(
         repo_url, params.dvc_tag, paths.work_dir / "dataset-repo", _erased(channels)
     )
     _check_published_commit(tracking_uri, experiment, fetched)
+    evidence = _evidence(paths, tracking_uri, experiment, params.dvc_tag)
+    keys = JobKeys.from_env(trusted=evidence.trusted_keys)
+    dataset_statement = checked_dataset_statement(evidence, keys, fetched)
     meta = datarepo.tag_metadata(fetched.repo_dir, params.dvc_tag)
     committed = datarepo.committed_metadata(fetched.repo_dir)  # dataset.json at the commit
     source = str(meta.get("source", "dataset")).split(":", 1)[0]
@@ -251,7 +264,28 @@ def _prepare(
         model,
         device,
         record,
+        keys,
+        evidence,
+        dataset_statement,
+        started_at,
     )
+
+
+def _evidence(
+    paths: contract.TrainingPaths, tracking_uri: str, experiment: str, tag: str
+) -> JobEvidence:
+    """The `evidence` channel; without a dataset statement in it, the one the processing
+    run of the tag logged (checked against the fetched data either way)."""
+    evidence = JobEvidence.read(paths.channel_dir(contract.EVIDENCE_INPUT_NAME))
+    if evidence.dataset_statement is not None:
+        return evidence
+    text = tracking.processing_artifact(
+        tracking_uri, experiment, tag, contract.MODEL_DATASET_STATEMENT_FILE
+    )
+    if text is None:
+        return evidence
+    statement = Envelope.from_json(json.loads(text), f"the dataset statement of {tag}")
+    return replace(evidence, dataset_statement=statement)
 
 
 def _fit(
@@ -327,6 +361,7 @@ def _train_and_register(  # long: a job stage: train, export, log and register i
                     for name, split in (("train", train), ("val", val), ("test", test))
                 },
                 **_erasure_params(fetched),
+                **prepared.evidence.params(),
             }
         )
         _log_dataset_input(mlflow, fetched, prepared.repo_url)
@@ -365,7 +400,9 @@ def _train_and_register(  # long: a job stage: train, export, log and register i
             fitted.best_val_accuracy,
             test_acc,
         )
-        record = _save_and_log_model(mlflow, paths, model.cpu(), record, prepared, final)
+        record, provenance = _save_and_log_model(
+            mlflow, paths, model.cpu(), record, prepared, final
+        )
         version = None
         if params.register:
             log.info("step: register %s with its lineage tags", record.model_name)
@@ -392,6 +429,7 @@ def _train_and_register(  # long: a job stage: train, export, log and register i
         seconds=round(time.monotonic() - started, 2),
         world_size=record.world_size,
         hosts=list(record.hosts),
+        attestation=None if provenance is None else provenance.to_json(),
     )
 
 
@@ -421,19 +459,18 @@ def _save_and_log_model(
     record: LineageRecord,
     prepared: _Prepared,
     final: dict[str, float],
-) -> LineageRecord:
+) -> tuple[LineageRecord, Envelope | None]:
     """The MLflow model, the ONNX export checked against it, and their digests: the model's
     bytes join the record before anything leaves this machine (params, which are immutable,
     then the artifacts; the registry version is created with its tags afterwards)."""
     test, val, train = prepared.test, prepared.val, prepared.train
-    _save_model(mlflow, model, paths.model_dir, prepared.params.image_size, test)
+    _save_model(mlflow, model, paths.model_dir, prepared.params.image_size)
     onnx_path = paths.model_dir / contract.MODEL_ONNX_FILE
     export_onnx(model, onnx_path, prepared.params.image_size)
     parity = check_parity(model, onnx_path, _parity_images(test, val, train))
     mlflow.log_metrics(parity.metrics())
-    record = replace(record, metrics={**final, **parity.metrics()}).with_model_bytes(
-        paths.model_dir
-    )
+    metrics = {k: v for k, v in {**final, **parity.metrics()}.items() if v == v}  # no NaN
+    record = replace(record, metrics=metrics).with_model_bytes(paths.model_dir)
     mlflow.log_params(
         {
             **{k: getattr(record, k) for k in MODEL_FACTS},
@@ -443,9 +480,24 @@ def _save_and_log_model(
         }
     )
     record.write(paths.model_dir)
+    provenance = sign_model(
+        paths.model_dir,
+        keys=prepared.keys,
+        evidence=prepared.evidence,
+        record=record,
+        params=prepared.params,
+        dataset=prepared.dataset_statement,
+        started=prepared.started_at,
+    )
+    if provenance is not None:
+        mlflow.log_params(
+            {"attestation_sha256": provenance.digest, "signer_key_id": prepared.keys.key.key_id}
+            if prepared.keys.key is not None
+            else {}
+        )
     mlflow.log_artifact(str(prepared.fetched.manifest_path))
     mlflow.log_artifacts(str(paths.model_dir), artifact_path="model")
-    return record
+    return record, provenance
 
 
 def _record_pattern_facts(committed: dict[str, Any], fetched: FetchedDataset) -> dict[str, Any]:
@@ -535,14 +587,14 @@ def _save_checkpoint(directory: Path, model: torch.nn.Module, epoch: int) -> Non
     tmp.replace(directory / "checkpoint.pt")
 
 
-def _save_model(
-    mlflow: Any, model: torch.nn.Module, model_dir: Path, image_size: int, test: Any
-) -> None:
+def _save_model(mlflow: Any, model: torch.nn.Module, model_dir: Path, image_size: int) -> None:
     import numpy as np
     from mlflow.models import infer_signature
 
     model.eval()
-    example = test.images[:2] if len(test) else torch.zeros(2, 3, image_size, image_size)
+    # The signature's example is synthetic (zeros of the input's shape and dtype): a model
+    # must never carry a record, and MLflow ships the example inside every copy of it.
+    example = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
         output = model(example).numpy()
     example_np = example.numpy().astype(np.float32)

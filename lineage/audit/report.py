@@ -307,6 +307,29 @@ def write_report(
     json_path = html_path.with_suffix(".json")
     html_path.parent.mkdir(parents=True, exist_ok=True)
     # patient ids and consent states: readable by their owner only
-    write_private(html_path, render_html(report))
-    write_private(json_path, json.dumps(report, indent=2, default=str) + "\n")
+    html = render_html(report)
+    data = json.dumps(report, indent=2, default=str) + "\n"
+    write_private(html_path, html)
+    write_private(json_path, data)
+    sign_report(settings, report, {html_path.name: html, json_path.name: data}, html_path)
     return html_path, json_path, str(report["verdict"]["summary"])
+
+
+def sign_report(
+    settings: Settings, report: dict[str, Any], files: dict[str, str], html_path: Path
+) -> None:
+    """The report as a signed `audit-report` decision (its files by sha256), in the log,
+    beside the report (`report.dsse.json`) and with the model's run."""
+    from lineage.attest.host import Evidence, store_decision
+    from lineage.hashing import bytes_sha256
+
+    envelope = Evidence(settings).decide(
+        "audit-report",
+        [
+            {"name": name, "digest": {"sha256": bytes_sha256(text.encode("utf-8"))}}
+            for name, text in files.items()
+        ],
+        {"model": report["model"]["ref"], "verdict": report["verdict"]["summary"]},
+    )
+    write_private(html_path.with_suffix(".dsse.json"), envelope.dumps())
+    store_decision(settings, str(report["model"]["run_id"]), envelope, "audit-report")

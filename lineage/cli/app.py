@@ -13,6 +13,7 @@ from lineage.cli import (
     demo,
     deploy,
     erase,
+    evidence,
     export,
     process,
     query,
@@ -23,7 +24,7 @@ from lineage.cli import (
 from lineage.cli.output import err_console
 from lineage.config import Settings, export_stack_auth
 from lineage.errors import LineageError
-from lineage.tracking import bound_client_waits
+from lineage.tracking import bound_client_waits, quiet_arn_plugin
 from lineage.version import __version__
 
 app = typer.Typer(
@@ -52,6 +53,9 @@ app.command(name="erase")(erase.erase_command)
 app.add_typer(audit.app, name="audit")
 app.add_typer(audit.index_app, name="index")
 app.add_typer(sagemaker.app, name="sagemaker")
+app.add_typer(evidence.keys_app, name="keys")
+app.add_typer(evidence.log_app, name="log")
+app.add_typer(evidence.evidence_app, name="evidence")
 
 
 def _version(value: bool) -> None:
@@ -73,7 +77,9 @@ def main() -> None:
     """Console-script entry point: user errors become one clear line, not a traceback."""
     try:
         bound_client_waits()
-        export_stack_auth(Settings.from_env())
+        settings = Settings.from_env()
+        quiet_arn_plugin(settings.mlflow_uri)
+        export_stack_auth(settings)
         app()
     except LineageError as exc:
         err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)

@@ -127,6 +127,13 @@ def _print_record(result: RecordAudit) -> None:
     if result.models:
         console.print(_hits_table(result.models, "training data holding the patient"))
         console.print(result.sagemaker.line())
+    for erasure in result.erasures:  # the tombstones: what no longer exists, and since when
+        versions = ", ".join(erasure["dataset_versions"]) or "none"
+        models = ", ".join(erasure["models_trained_on_them"]) or "none"
+        console.print(
+            f"erased under {erasure['request']} at {erasure['at']} by {erasure['actor']}: "
+            f"{erasure['records']} record(s) from {versions}; models trained on them: {models}"
+        )
 
 
 @app.command()
@@ -289,6 +296,30 @@ def rebuild(json_output: Json = False) -> None:
             f"indexed {summary.models} model versions, {summary.runs} runs, {summary.datasets} "
             f"datasets, {summary.records} records in {summary.seconds:.1f}s ({summary.index})"
         )
+
+
+@index_app.command(name="verify")
+def index_verify(json_output: Json = False) -> None:
+    """Compare every indexed dataset's rows with its manifest in MLflow (whose sha256 the
+    training run recorded): a row deleted, added or edited in the index is named (exit 1)."""
+    from lineage.index.store import LineageIndex
+    from lineage.registry import mlflow_client
+
+    settings = Settings.from_env()
+    result = LineageIndex.from_settings(settings).verify(mlflow_client(settings.mlflow_uri))
+    if json_output:
+        emit_json(result.to_json())
+    elif result.ok:
+        console.print(
+            f"index verified: {result.records} rows of {result.datasets} datasets are their "
+            f"manifests' ({result.seconds:.1f}s)"
+        )
+    else:
+        for mismatch in result.mismatches:
+            err_console.print(f"[red]disagrees[/red] {mismatch}")
+        err_console.print("rebuild the index: `lineage index rebuild`")
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @index_app.command(name="status")

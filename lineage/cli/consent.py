@@ -199,12 +199,18 @@ def verify(
     settings = Settings.from_env()
     store = ConsentStore.from_settings(settings)
     anchors = []
+    tree_heads = []
     if not offline:
-        from lineage.consent.recorded import heads_recorded_in_mlflow
+        from lineage.consent.recorded import (
+            heads_recorded_in_mlflow,
+            tree_heads_recorded_in_mlflow,
+        )
         from lineage.registry import mlflow_client
 
-        anchors = heads_recorded_in_mlflow(mlflow_client(settings.mlflow_uri), store.anchor.log_id)
-    result = store.verify(anchors)
+        client = mlflow_client(settings.mlflow_uri)
+        anchors = heads_recorded_in_mlflow(client, store.anchor.log_id)
+        tree_heads = tree_heads_recorded_in_mlflow(client)
+    result = store.verify(anchors, tree_heads)
     result["mlflow_checked"] = not offline
     erasures = ErasureLog.from_settings(settings).events()  # same database, same guarantees
     result["erasures"] = len(erasures)
@@ -216,5 +222,39 @@ def verify(
         f"head {result['head_seq']} {result['head_hash']}; every MAC valid under "
         f"{result['key']}; {result['anchored_heads']} anchored heads"
         + (f", {result['external_anchors']} heads recorded in MLflow" if not offline else "")
+        + f"; transparency log of {result['transparency_log']['leaves']} leaves consistent with "
+        f"{result['transparency_log']['recorded_heads_checked']} signed heads runs recorded"
         + f"; erasure log intact ({len(erasures)} erasures)"
+    )
+
+
+@app.command()
+def reanchor(reason: Reason, actor: Actor = None, json_output: Json = False) -> None:
+    """Anchor a consent log that has no anchor (a database restored or moved on purpose):
+    its hash chain verified, events without a MAC sealed under the key, every event put in
+    the transparency log, and the act recorded as a signed decision. Refused when the log is
+    anchored already."""
+    from lineage.attest.host import Evidence
+
+    settings = Settings.from_env()
+    store = ConsentStore.from_settings(settings, anchored=False)
+    events, sealed, head = store.reanchor()
+    decision = Evidence(settings).decide(
+        "reanchor",
+        [{"name": f"consent-log:{store.shown_url}", "digest": {"sha256": head.root}}],
+        {"reason": reason, "actor": _actor(actor), "events": events, "sealed": sealed,
+         "tree_size": head.size},
+    )  # fmt: skip
+    result = {
+        "events": events,
+        "sealed": sealed,
+        "tree_head": head.to_json(),
+        "decision_sha256": decision.digest,
+    }
+    if json_output:
+        emit_json(result)
+        return
+    console.print(
+        f"consent log anchored: {events} events ({sealed} sealed under {store.anchor.key_source})"
+        f" in the transparency log, head {head.size}; decision {decision.digest[:16]}"
     )

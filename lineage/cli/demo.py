@@ -88,6 +88,18 @@ def _print_summary(result: DemoResult) -> None:
     assert result.champion is not None and result.endpoint is not None  # a finished demo
     name, endpoint = result.champion.promotion.model_name, result.endpoint.endpoint
     v1_ref, v2_ref = (model_ref(result.versions[v].training.output) for v in ("v1.0", "v2.0"))
+    if result.evidence is not None:
+        evidence = result.evidence
+        console.print(
+            f"\nevidence bundle: {evidence.bundle} (signer's public key: {evidence.public_key})"
+            f"\nverified offline ({evidence.offline}): "
+            + ("[green]evidence verified[/green]" if evidence.ok else "[red]NOT verified[/red]")
+        )
+        for check in evidence.checks:
+            console.print(
+                f"  {'ok' if check['ok'] else 'FAILED'}  {check['name']}: {check['detail']}"
+            )
+        console.print(f"  an auditor runs: {evidence.command}")
     console.print(f"\nMLflow UI: {result.mlflow_ui}\nexplore further:")
     for command in (
         f"lineage trace --model {name}@champion",

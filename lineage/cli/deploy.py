@@ -19,12 +19,23 @@ def deploy_command(
     model: Annotated[str | None, typer.Option("--model", help="NAME@ALIAS or NAME/VERSION")] = None,
     port: Annotated[
         int | None,
-        typer.Option(help="Local port (default 8080, SageMaker's; with --stop: every endpoint)."),
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Local port (default 8080, SageMaker's; with --stop: every endpoint).",
+        ),
     ] = None,
     runtime: Runtime = "process",
     stop_: Annotated[
         bool, typer.Option("--stop", help="Stop the endpoint on --port, or every local one.")
     ] = False,
+    trusted_keys: Annotated[
+        str | None,
+        typer.Option(
+            help="Public keys the server checks the model's signature against at load (PEM "
+            "text or a path; default: the keys this home trusts)."
+        ),
+    ] = None,
     json_output: Json = False,
 ) -> None:
     """Serve a registered model version locally, as a SageMaker endpoint would."""
@@ -42,7 +53,13 @@ def deploy_command(
         return
     if model is None:
         raise LineageError("--model is required", "pass --model NAME@ALIAS or NAME/VERSION")
-    result = deploy(settings, model, port=8080 if port is None else port, runtime=runtime)
+    result = deploy(
+        settings,
+        model,
+        port=8080 if port is None else port,
+        runtime=runtime,
+        trusted_keys=trusted_keys,
+    )
     if json_output:
         emit_json(result.to_json())
         return
@@ -57,6 +74,10 @@ def deploy_command(
     console.print(
         f"[bold]data[/bold]     tag {lineage.get('dvc_tag')} -> commit "
         f"{lineage.get('data_git_commit_id')}"
+    )
+    console.print(
+        f"[bold]signed[/bold]   by key {served.signer_key_id[:16]}, provenance "
+        f"{served.attestation_sha256[:16]} (checked again by the server at load)"
     )
     console.print(f"try: lineage invoke --endpoint {result.endpoint} IMAGE.png")
 

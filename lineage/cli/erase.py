@@ -68,14 +68,27 @@ def print_erasure(result: Erasure) -> None:
         reason = f"kept: same bytes as {item.shared_with} other record(s)"
         table.add_row(item.scan_id, item.file_path, item.md5, tags, reason)
     console.print(table)
+    if plan.follow_up_of:
+        console.print(f"follow-up of {', '.join(plan.follow_up_of)}: every copy checked again")
     if plan.already_erased:
         console.print(f"already erased earlier: {len(plan.already_erased)} objects")
+    for item in plan.returned:
+        console.print(
+            f"[red]back in the remote[/red] after its erasure: {item.scan_id} ({item.md5}): "
+            + ("would be deleted again" if result.dry_run else "deleted again")
+        )
     console.print(f"local copies {verb}: {len(plan.local_files)}")
     models = [h.model for h in plan.impact.models]
     console.print(
         "models trained on the patient's data (retrain or retire them; nothing is unlearned): "
         + (", ".join(models) or "none")
     )
+    for carrying in plan.carrying:
+        console.print(
+            f"[red]{carrying.model} carries the patient's pixels[/red] in "
+            f"{', '.join(carrying.files)} ({len(carrying.scans)} image(s)): re-register or "
+            "retire it (its files, digest and signature include them)"
+        )
     if plan.impact.aliases or plan.impact.endpoints:
         console.print(
             f"aliases: {', '.join(plan.impact.aliases) or 'none'}; running endpoints: "

@@ -271,3 +271,7 @@ def compare_command(
         emit_json(result.to_json())
     else:
         print_comparison(result)
+        for disagreement in result.disagreements:
+            err_console.print(f"[red]metrics changed after signing[/red]: {disagreement}")
+    if not result.ok:  # the runs' metrics are not the ones that justified the models
+        raise typer.Exit(1)

@@ -52,6 +52,14 @@ GitTokenSecret = Annotated[
     str | None,
     typer.Option(help="Secrets Manager secret with the git token, read by the jobs."),
 ]
+SigningKmsKey = Annotated[
+    str | None,
+    typer.Option(
+        help="AWS KMS key (ECC_NIST_P256, SIGN_VERIFY) the jobs sign their dataset and model "
+        "statements with; the role needs kms:Sign and kms:GetPublicKey on it "
+        "(default LINEAGE_SIGNING_KMS_KEY_ID)."
+    ),
+]
 
 
 def _config(
@@ -107,6 +115,7 @@ def pipeline(  # long: a typer command: most lines declare its options
     ] = "ml.m5.xlarge",
     instance_count: InstanceCount = 1,
     git_token_secret: GitTokenSecret = None,
+    signing_kms_key_id: SigningKmsKey = None,
     pipeline_run_id: Annotated[
         str | None, typer.Option(help="Dataset tag to use (default <version>-<time>-<id>).")
     ] = None,
@@ -130,6 +139,7 @@ def pipeline(  # long: a typer command: most lines declare its options
         processing_instance_type=instance_type,
         training_instance_type=instance_type,
         git_token_secret=git_token_secret,
+        signing_kms_key_id=signing_kms_key_id,
     )
     runner = sagemaker_runner(config, settings, progress)
     started = start_pipeline(

@@ -116,7 +116,7 @@ class ConsentAnchor:
         """Append the new head. One `write` of one line on an O_APPEND descriptor: concurrent
         writers interleave whole lines; a crash before it only leaves the file behind the
         database (weaker, never a false alarm)."""
-        self.head_file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.head_file.parent)
         line = {
             "seq": event.seq,
             "hash": event.hash,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +31,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
+from lineage.attest.host import Evidence
+from lineage.attest.keys import AttestationError
+from lineage.attest.merkle import TreeHead
+from lineage.attest.tlog import Leaf, LogKeys, TransparencyLog
 from lineage.config import Settings
-from lineage.consent.anchor import ConsentAnchor, Head, check_heads
+from lineage.consent.anchor import Chained, ConsentAnchor, Head, check_heads
 from lineage.consent.events import (
     ConsentError,
     ConsentEvent,
+    ConsentIntegrityError,
     chain_event,
     utc_now,
     verify_chain,
@@ -127,9 +132,13 @@ def _event(row: Any) -> ConsentEvent:
 
 
 class ConsentStore(SqlStore):
-    """The registry; `anchor` holds the key and head file that make its log tamper-evident
-    (see `lineage.consent.anchor`): every read verifies the chain, every MAC and every
-    anchored head before deriving anything."""
+    """The registry; `anchor` holds the key that MACs every event (see
+    `lineage.consent.anchor`), and every event is also a leaf of the transparency log
+    (`lineage.attest.tlog`) appended in the same transaction, whose signed heads make a
+    truncation or rewrite detectable with the public key alone. Every read verifies the
+    chain, every MAC, the log's leaves against its newest signed heads, and that the log
+    holds exactly the events, before deriving anything. Heads anchored in the legacy head
+    file (before the log) are still checked."""
 
     env_var = ENV_VAR
     what = "consent registry"
@@ -137,22 +146,27 @@ class ConsentStore(SqlStore):
     metadata = metadata
     error = ConsentError
 
-    def __init__(self, url: str, *, anchor: ConsentAnchor) -> None:
+    def __init__(
+        self, url: str, *, anchor: ConsentAnchor, log_keys: LogKeys, anchored: bool = True
+    ) -> None:
+        """`anchored=False` opens a log without anchors, for `reanchor` only."""
         super().__init__(url)
         self.anchor = anchor
         try:
             self._add_mac_column()
         except SQLAlchemyError as exc:
             raise self.unusable(exc) from None
-        self._seal_legacy_log()
+        self.tlog = TransparencyLog(self.engine, log_keys)
+        if anchored:
+            self._migrate_to_tlog()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ConsentStore:
+    def from_settings(cls, settings: Settings, *, anchored: bool = True) -> ConsentStore:
         url, is_default = cls.settings_url(settings)
         if is_default:
             settings.home.mkdir(parents=True, exist_ok=True)
         anchor = ConsentAnchor.for_database(settings.home, url, settings.consent_key)
-        return cls(url, anchor=anchor)
+        return cls(url, anchor=anchor, log_keys=Evidence(settings).log_keys, anchored=anchored)
 
     @classmethod
     def settings_url(cls, settings: Settings) -> tuple[str, bool]:
@@ -164,50 +178,95 @@ class ConsentStore(SqlStore):
             with self.engine.begin() as connection:
                 connection.execute(text("ALTER TABLE consent_events ADD COLUMN mac VARCHAR(64)"))
 
-    def _seal_legacy_log(self) -> None:
-        """A log written before events were keyed (no MACs, no head file) is verified as a
-        hash chain and sealed under the key once; after that, an event without a valid MAC
-        is tampering."""
-        if self.anchor.heads():
-            return
+    def _migrate_to_tlog(self) -> None:
+        """A log from before the transparency log, anchored by its head file, gets its
+        events appended as leaves once (after the chain, the MACs and the head file verified
+        them): from then on the log anchors it. A log with events and no anchor at all (no
+        leaves, no head file: a database restored or moved, or built by hand) is refused,
+        never sealed silently: `reanchor` does that, explicitly."""
         with self.engine.begin() as connection:
             self._lock_for_writing(connection)
-            rows = list(connection.execute(select(events_table).order_by(events_table.c.seq)))
-            if not rows or any(row.mac is not None for row in rows):
+            if self.tlog.leaves(connection, "consent"):
                 return
+            rows = list(connection.execute(select(events_table.c.seq)))
+            if not rows:
+                return
+            if not self.anchor.heads():
+                raise ConsentIntegrityError(
+                    f"the consent log holds {len(rows)} events but no anchor: none is in the "
+                    f"transparency log and there is no head file ({self.anchor.head_file})",
+                    "restore the registry's database together with its transparency log; if "
+                    "this database was moved or restored deliberately and you hold its key, "
+                    "run `lineage consent reanchor --reason ...` (checked, then recorded as a "
+                    "signed decision)",
+                )
+            events = self._events(connection, logged=False)
+            self.tlog.append(connection, [_leaf(e) for e in events])
+            head = self.tlog.sign_head(connection)
+        self.tlog.witness(head)
+        log.warning(
+            "consent log: %d events from before the transparency log verified and appended to it "
+            "(signed head of size %d)",
+            len(events),
+            head.size,
+        )
+
+    def reanchor(self) -> tuple[int, int, TreeHead]:
+        """Anchor a log that has none (see `_migrate_to_tlog`): its hash chain verified,
+        events without a MAC sealed under the key (counted), every event appended to the
+        transparency log under a signed head. (events, sealed, head)"""
+        with self.engine.begin() as connection:
+            self._lock_for_writing(connection)
+            if self.tlog.leaves(connection, "consent"):
+                raise ConsentError(
+                    "the consent log is anchored in the transparency log already",
+                    "nothing to do: `lineage consent verify` checks it",
+                )
+            rows = list(connection.execute(select(events_table).order_by(events_table.c.seq)))
             events = [_event(row) for row in rows]
             verify_chain(events)
-            for event in events:
-                connection.execute(
-                    update(events_table)
-                    .where(events_table.c.seq == event.seq)
-                    .values(mac=self.anchor.event_mac(event))
-                )
-        self.anchor.record_head(events[-1])
-        log.warning(
-            "consent log sealed: %d events from before keyed logs verified as a hash chain and "
-            "MAC'd under %s",
-            len(events),
-            self.anchor.key_source,
-        )
+            sealed = 0
+            for event, row in zip(events, rows, strict=True):
+                if row.mac is None:
+                    connection.execute(
+                        update(events_table)
+                        .where(events_table.c.seq == event.seq)
+                        .values(mac=self.anchor.event_mac(event))
+                    )
+                    sealed += 1
+                else:
+                    self.anchor.check_event(event, row.mac)
+            self.tlog.append(connection, [_leaf(e) for e in events])
+            head = self.tlog.sign_head(connection)
+        self.tlog.witness(head)
+        return len(events), sealed, head
 
     def _lock_for_writing(self, connection: Connection) -> None:
         if not is_sqlite(self.engine):
             connection.execute(text("LOCK TABLE consent_events IN SHARE ROW EXCLUSIVE MODE"))
+        self.tlog.lock(connection)
 
     # -- reading -------------------------------------------------------------------------------
     def _begin_read(self, connection: Connection) -> None:
         if not is_sqlite(self.engine):  # wait for in-flight writers: a consistent instant
             connection.execute(text("LOCK TABLE consent_events IN SHARE MODE"))
 
-    def _events(self, connection: Connection) -> list[ConsentEvent]:
-        """The whole log, verified: the hash chain, every event's MAC, every anchored head."""
+    def _events(self, connection: Connection, *, logged: bool = True) -> list[ConsentEvent]:
+        """The whole log, verified: the hash chain, every event's MAC, the legacy anchored
+        heads, and (`logged`) the transparency log against its newest signed heads and its
+        consent leaves against the events, one for one."""
         rows = list(connection.execute(select(events_table).order_by(events_table.c.seq)))
         events = [_event(row) for row in rows]
         verify_chain(events)
         for event, row in zip(events, rows, strict=True):
             self.anchor.check_event(event, row.mac)
         check_heads(events, self.anchor.heads())
+        if logged:
+            try:
+                self.tlog.verify(connection)
+                check_logged(events, self.tlog.leaves(connection, "consent"), "consent")
+            except AttestationError as exc:
+                raise ConsentIntegrityError(exc.message, exc.hint) from None
         return events
 
     def events(self) -> list[ConsentEvent]:
@@ -299,18 +358,21 @@ class ConsentStore(SqlStore):
                     self._lock_for_writing(connection)
                     events = self._events(connection)
                     now = utc_now()
-                    head = events[-1] if events else None
+                    last = events[-1] if events else None
                     added = []
                     for patient_id, action, actor, reason in plan(connection, events, now):
-                        head = chain_event(head, patient_id, action, now, actor, reason)
-                        added.append(head)
+                        last = chain_event(last, patient_id, action, now, actor, reason)
+                        added.append(last)
+                    signed = None
                     if added:
                         connection.execute(
                             events_table.insert(),
                             [{**e.__dict__, "mac": self.anchor.event_mac(e)} for e in added],
                         )
-                if added:
-                    self.anchor.record_head(added[-1])  # after the commit: never ahead of it
+                        self.tlog.append(connection, [_leaf(e) for e in added])
+                        signed = self.tlog.sign_head(connection)
+                if signed is not None:
+                    self.tlog.witness(signed)  # after the commit: never ahead of it
                 return added
             except IntegrityError:
                 if attempt == MAX_APPEND_ATTEMPTS:
@@ -361,13 +423,28 @@ class ConsentStore(SqlStore):
         self._append(plan)
         return ImportReport(source=source, rows=len(rows), **report)
 
-    def verify(self, anchors: list[Head] | None = None) -> dict[str, Any]:
-        """The whole log verified (chain, MACs, head file), and also against `anchors`
-        recorded elsewhere (datasets' and runs' consent heads)."""
+    def verify(
+        self, anchors: list[Head] | None = None, tree_heads: Sequence[TreeHead] = ()
+    ) -> dict[str, Any]:
+        """The whole log verified (chain, MACs, transparency log, legacy head file), and also
+        against `anchors` recorded elsewhere (datasets' and runs' consent heads) and the
+        transparency log's signed heads that runs and statements carry (`tree_heads`)."""
         events = self.events()
         extra = anchors or []
         check_heads(events, extra)
+        with self.engine.begin() as connection:
+            try:
+                newest = self.tlog.verify(connection)
+                checked = self.tlog.check_against(connection, tree_heads)
+            except AttestationError as exc:
+                raise ConsentIntegrityError(exc.message, exc.hint) from None
+            leaves = self.tlog.size(connection)
         return {
+            "transparency_log": {
+                "leaves": leaves,
+                "newest_head": None if newest is None else newest.size,
+                "recorded_heads_checked": checked,
+            },
             "ok": True,
             "registry": self.shown_url,
             "events": len(events),
@@ -380,6 +457,43 @@ class ConsentStore(SqlStore):
             "anchored_heads": len(self.anchor.heads()),
             "external_anchors": len(extra),
         }
+
+
+def _leaf(event: ConsentEvent) -> dict[str, Any]:
+    return {"kind": "consent", "seq": event.seq, "hash": event.hash}
+
+
+def check_logged(events: Sequence[Chained], leaves: Sequence[Leaf], what: str) -> None:
+    """The transparency log holds exactly the events of a log, in order: a deleted event
+    (its leaf remains), an added one (no leaf) or a rewritten one (another hash) is named."""
+    for event, leaf in zip(events, leaves, strict=False):
+        body = leaf.body()
+        if body.get("seq") != event.seq or body.get("hash") != event.hash:
+            raise ConsentIntegrityError(
+                f"{event.describe()} is not the event the transparency log holds at leaf "
+                f"{leaf.index} (seq {body.get('seq')}, hash {str(body.get('hash'))[:16]}): the "
+                f"{what} log was rewritten",
+                _RESTORE,
+            )
+    if len(leaves) > len(events):
+        missing = leaves[len(events)].body()
+        raise ConsentIntegrityError(
+            f"the {what} log ends at event {len(events)}, but the transparency log holds event "
+            f"{missing.get('seq')} (leaf {leaves[len(events)].index}): events were deleted",
+            _RESTORE,
+        )
+    if len(events) > len(leaves):
+        raise ConsentIntegrityError(
+            f"{events[len(leaves)].describe()} is not in the transparency log: it was added "
+            "to the database directly",
+            _RESTORE,
+        )
+
+
+_RESTORE = (
+    "do not use this registry for training or audits; restore the database from a backup and "
+    "compare with `lineage consent verify`"
+)
 
 
 def _add_new_scans(connection: Connection, rows: list[RegistryRow], source: str, now: str) -> int:

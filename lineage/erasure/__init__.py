@@ -4,8 +4,10 @@ hash-chained, anchored tombstones, `evidence` writes the record a regulator file
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lineage.config import Settings
-from lineage.dvcremote import ErasedObject, ObjectProblem
+from lineage.dvcremote import DirEntry, ErasedObject, ObjectProblem
 from lineage.erasure.log import ErasureEvent, ErasureLog, Tombstone
 
 __all__ = [
@@ -25,12 +27,11 @@ def erased_objects(settings: Settings) -> dict[str, str]:
 
 
 def separate_erased(
-    settings: Settings, problems: list[ObjectProblem]
+    settings: Settings, problems: list[ObjectProblem], entries: Sequence[DirEntry] = ()
 ) -> tuple[list[ErasedObject], list[ObjectProblem]]:
-    """Missing objects that an erasure removed (with a tombstone), and the real problems.
-    The erasure log is read only when something is missing: a whole dataset never needs it."""
-    if not any(p.problem == "missing" for p in problems):
-        return [], problems
+    """Missing objects that an erasure removed (with a tombstone), and the real problems:
+    among them, an erased object that is in the remote again (`entries`: the listing that
+    was checked): erased data that came back is a failure, never "intact"."""
     erased = erased_objects(settings)
     found = [
         ErasedObject(p.relpath, p.md5, erased[p.md5])
@@ -38,7 +39,13 @@ def separate_erased(
         if p.problem == "missing" and p.md5 in erased
     ]
     rest = [p for p in problems if not (p.problem == "missing" and p.md5 in erased)]
-    return found, rest
+    missing = {p.md5 for p in problems if p.problem == "missing"}
+    back = [
+        ObjectProblem(e.relpath, e.md5, f"erased under {erased[e.md5]} but present again")
+        for e in entries
+        if e.md5 in erased and e.md5 not in missing
+    ]
+    return found, sorted([*rest, *back], key=lambda p: p.relpath)
 
 
 def summarize_erased(erased: list[ErasedObject]) -> str:

@@ -21,6 +21,7 @@ from lineage.config import Settings
 from lineage.consent.events import utc_now
 from lineage.credentials import private_dir
 from lineage.dvcremote import DvcRemote
+from lineage.erasure.disk import DiskCheck, EmbeddedStore, purge_versions
 from lineage.erasure.evidence import write_evidence
 from lineage.erasure.log import ErasureEvent, ErasureLog, Tombstone
 from lineage.erasure.plan import ErasureError, ErasurePlan, ImpactOf, PlannedObject, plan_erasure
@@ -39,6 +40,8 @@ class Erasure:
     started_at: str
     finished_at: str
     evidence: dict[str, str]
+    # per object (md5): how its absence was checked, where (store API, versions, disk)
+    absence: dict[str, dict[str, str]]
 
     @property
     def elapsed_since_withdrawal_s(self) -> float:
@@ -56,10 +59,15 @@ class Erasure:
             "event": None if self.event is None else self.event.to_json(),
             "deleted_objects": self.deleted_objects,
             "deleted_files": self.deleted_files,
+            "absence": self.absence,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "elapsed_since_withdrawal_s": self.elapsed_since_withdrawal_s,
             "to_retrain_or_retire": [h.model for h in self.plan.impact.models],
+            # a repeat erasure of the patient: it re-checked every copy under these requests
+            "follow_up_of": self.plan.follow_up_of,
+            # erased earlier and pushed back since: deleted again by this run (or it failed)
+            "returned_objects_deleted": [o.md5 for o in self.plan.returned],
             "evidence": self.evidence,
         }
 
@@ -82,9 +90,14 @@ def erase(
     started = utc_now()
     plan = plan_erasure(settings, patient_id, impact_of=impact_of)
     if dry_run:
-        return Erasure(request, actor, plan, True, None, [], [], started, utc_now(), {})
+        return Erasure(request, actor, plan, True, None, [], [], started, utc_now(), {}, {})
     s3 = s3_client(settings)
-    deleted = [_delete(DvcRemote(s3, item.remote_url), item) for item in plan.objects]
+    targets = [*plan.objects, *plan.returned]
+    remotes = {item.remote_url: DvcRemote(s3, item.remote_url) for item in targets}
+    disk = DiskCheck.prepare(EmbeddedStore.of(settings), targets, remotes)
+    deleted = [_delete(remotes[item.remote_url], item) for item in targets]
+    absence = {item.md5: _api_absence(item, remotes[item.remote_url]) for item in targets}
+    absence = disk.finish(absence)
     files = []
     for path in plan.local_files:
         path.unlink(missing_ok=True)
@@ -94,11 +107,47 @@ def erase(
     )
     finished = utc_now()
     result = Erasure(
-        request, actor, plan, False, event, [d for d in deleted if d], files, started, finished, {}
+        request,
+        actor,
+        plan,
+        False,
+        event,
+        [d for d in deleted if d],
+        files,
+        started,
+        finished,
+        {},
+        absence,
     )
     directory = out_dir or private_dir(settings.home / "erasures")
     evidence = write_evidence(result.to_json(), directory / f"erasure-{event.seq:05d}")
+    evidence["decision"] = str(sign_erasure(settings, event, Path(evidence["json"])))
     return replace(result, evidence=evidence)
+
+
+def sign_erasure(settings: Settings, event: ErasureEvent, evidence_json: Path) -> Path:
+    """The erasure as a signed `erase` decision (its evidence file and log event by their
+    digests), in the transparency log, beside the evidence (`.dsse.json`)."""
+    from lineage.attest.host import Evidence
+    from lineage.credentials import write_private
+    from lineage.hashing import file_sha256
+
+    envelope = Evidence(settings).decide(
+        "erase",
+        [
+            {"name": evidence_json.name, "digest": {"sha256": file_sha256(evidence_json)}},
+            {"name": f"erasure-event:{event.seq}", "digest": {"sha256": event.hash}},
+        ],
+        {
+            "request": event.request,
+            "actor": event.actor,
+            "patient_key": event.patient_key,
+            "tombstones": len(event.tombstones),
+        },
+    )
+    path = evidence_json.with_suffix(".dsse.json")
+    write_private(path, envelope.dumps())
+    return path
 
 
 def _moment(text: str) -> datetime:
@@ -123,6 +172,18 @@ def _delete(remote: DvcRemote, item: PlannedObject) -> str:
             "nothing was recorded yet; fix the S3 store and run the same `lineage erase` again",
         ) from None
     return remote.object_url(item.md5)
+
+
+def _api_absence(item: PlannedObject, remote: DvcRemote) -> dict[str, str]:
+    versions = purge_versions(remote.client, remote.bucket, remote.key(item.md5))
+    return {
+        "store_api": (
+            "deleted; HEAD answers 404"
+            if item.present
+            else "already absent (an earlier, interrupted run deleted it); HEAD answers 404"
+        ),
+        "versions": f"{versions} versions and delete markers removed; none left listed",
+    }
 
 
 def _still_there(remote: DvcRemote, md5: str) -> bool:

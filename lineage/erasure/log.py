@@ -34,10 +34,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from lineage.attest.host import Evidence
+from lineage.attest.keys import AttestationError
+from lineage.attest.tlog import LogKeys, TransparencyLog
 from lineage.config import Settings
 from lineage.consent.anchor import ConsentAnchor, check_heads
 from lineage.consent.events import GENESIS, ConsentError, ConsentIntegrityError, utc_now
-from lineage.consent.store import ENV_VAR
+from lineage.consent.store import ENV_VAR, check_logged
 from lineage.hashing import canonical_sha256
 from lineage.sqlstore import SqlStore, is_sqlite
 
@@ -140,9 +143,11 @@ class ErasureLog(SqlStore):
     metadata = metadata
     error = ConsentError
 
-    def __init__(self, url: str, *, anchor: ConsentAnchor) -> None:
+    def __init__(self, url: str, *, anchor: ConsentAnchor, log_keys: LogKeys) -> None:
         super().__init__(url)
         self.anchor = anchor
+        self.tlog = TransparencyLog(self.engine, log_keys)
+        self._migrate_to_tlog()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ErasureLog:
@@ -150,7 +155,26 @@ class ErasureLog(SqlStore):
         if settings.consent_db_override is None:
             settings.home.mkdir(parents=True, exist_ok=True)
         anchor = ConsentAnchor.for_database(settings.home, url, settings.consent_key, "erasure")
-        return cls(url, anchor=anchor)
+        return cls(url, anchor=anchor, log_keys=Evidence(settings).log_keys)
+
+    def _lock(self, connection: Connection) -> None:
+        if not is_sqlite(self.engine):
+            connection.execute(text("LOCK TABLE erasure_events IN SHARE ROW EXCLUSIVE MODE"))
+        self.tlog.lock(connection)
+
+    def _migrate_to_tlog(self) -> None:
+        """Erasures recorded before the transparency log become its leaves, once (after
+        their chain, MACs, tombstones and head file verified)."""
+        with self.engine.begin() as connection:
+            self._lock(connection)
+            if self.tlog.leaves(connection, "erasure"):
+                return
+            events = self._events(connection, logged=False)
+            if not events:
+                return
+            self.tlog.append(connection, [_leaf(e) for e in events])
+            head = self.tlog.sign_head(connection)
+        self.tlog.witness(head)
 
     @classmethod
     def settings_url(cls, settings: Settings) -> tuple[str, bool]:
@@ -161,7 +185,7 @@ class ErasureLog(SqlStore):
         return self.anchor.mac(f"patient:{patient_id}")
 
     # -- reading -------------------------------------------------------------------------------
-    def _events(self, connection: Connection) -> list[ErasureEvent]:
+    def _events(self, connection: Connection, *, logged: bool = True) -> list[ErasureEvent]:
         rows = list(connection.execute(select(events_table).order_by(events_table.c.seq)))
         stones: dict[int, list[Tombstone]] = {}
         for row in connection.execute(select(tombstones_table).order_by(tombstones_table.c.id)):
@@ -213,6 +237,12 @@ class ErasureLog(SqlStore):
             events.append(event)
             prev = event.hash
         check_heads(events, self.anchor.heads(), "erasure")
+        if logged:
+            try:
+                self.tlog.verify(connection)
+            except AttestationError as exc:
+                raise ConsentIntegrityError(exc.message, exc.hint) from None
+            check_logged(events, self.tlog.leaves(connection, "erasure"), "erasure")
         return events
 
     def events(self) -> list[ErasureEvent]:
@@ -238,10 +268,7 @@ class ErasureLog(SqlStore):
         for attempt in range(1, MAX_APPEND_ATTEMPTS + 1):
             try:
                 with self.engine.begin() as connection:
-                    if not is_sqlite(self.engine):
-                        connection.execute(
-                            text("LOCK TABLE erasure_events IN SHARE ROW EXCLUSIVE MODE")
-                        )
+                    self._lock(connection)
                     events = self._events(connection)
                     seq = len(events) + 1
                     prev = events[-1].hash if events else GENESIS
@@ -280,7 +307,9 @@ class ErasureLog(SqlStore):
                                 for t in tombstones
                             ],
                         )
-                self.anchor.record_head(event)
+                    self.tlog.append(connection, [_leaf(event)])
+                    head = self.tlog.sign_head(connection)
+                self.tlog.witness(head)  # after the commit: never ahead of it
                 return event
             except IntegrityError:
                 if attempt == MAX_APPEND_ATTEMPTS:
@@ -289,6 +318,10 @@ class ErasureLog(SqlStore):
             except OperationalError as exc:
                 raise self.unusable(exc) from None
         raise AssertionError("unreachable")
+
+
+def _leaf(event: ErasureEvent) -> dict[str, Any]:
+    return {"kind": "erasure", "seq": event.seq, "hash": event.hash}
 
 
 _RESTORE = (

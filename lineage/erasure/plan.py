@@ -4,10 +4,11 @@ Every dataset version on the git server is read (each repository's tags, each ta
 pointer, the `.dir` listing and the manifest in the DVC remote), so a version nobody trained
 on is found too. A patient's record names its file; the listing names the object holding its
 bytes (by md5). An object another patient's record also uses (identical bytes) is kept and
-reported, never deleted. Models trained on the patient's data, their aliases and running
-endpoints come from the audits (`lineage.audit.queries.impact`, passed in by the caller: the
-audits read the erasure log, so the erasure sits below them). Local copies are found by
-content under `LINEAGE_HOME` (job directories and their DVC caches).
+reported, never deleted; the same patient's copy in a version no registry filtered is the
+patient's too, and is erased with the rest. Models trained on the patient's data, their
+aliases and running endpoints come from the audits (`lineage.audit.queries.impact`, passed
+in by the caller: the audits read the erasure log, so the erasure sits below them). Local
+copies are found by content under `LINEAGE_HOME` (job directories and their DVC caches).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from lineage import manifest
 from lineage.config import Settings
 from lineage.consent.store import ConsentStore
 from lineage.dvcremote import DvcRemote
+from lineage.erasure.examples import CarryingModel, models_carrying
 from lineage.erasure.log import ErasureLog
 from lineage.errors import LineageError
 from lineage.gitops import dvc_out_md5_from_text, git
@@ -116,6 +118,12 @@ class ErasurePlan:
     impact: Affected
     local_files: list[Path]
     unreadable: list[str] = field(default_factory=list)  # other registries' broken versions
+    # erased earlier, yet in the remote again (pushed back by a run): deleted again by a
+    # follow-up of the earlier requests
+    returned: list[PlannedObject] = field(default_factory=list)
+    follow_up_of: list[str] = field(default_factory=list)  # the patient's earlier requests
+    # versions registered before examples were synthetic: the patient's pixels in their files
+    carrying: list[CarryingModel] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -130,6 +138,9 @@ class ErasurePlan:
             "endpoints": self.impact.endpoints,
             "local_files": [str(p) for p in self.local_files],
             "unreadable_other_datasets": self.unreadable,
+            "returned": [o.to_json() for o in self.returned],
+            "follow_up_of": self.follow_up_of,
+            "models_carrying_pixels": [c.to_json() for c in self.carrying],
         }
 
 
@@ -142,15 +153,66 @@ def plan_erasure(settings: Settings, patient_id: str, *, impact_of: ImpactOf) ->
             f"{patient_id} consents ({status.status} since {status.since}): erasure is refused",
             f"record the withdrawal first: `lineage consent withdraw {patient_id} --reason ...`",
         )
-    erased = ErasureLog.from_settings(settings).erased()
+    erasure_log = ErasureLog.from_settings(settings)
+    erased = erasure_log.erased()
     governed = {event.hash for event in consent.events()}
     s3 = s3_client(settings)
     datasets, unreadable = _dataset_versions(settings, s3, governed)
-    # who else uses each object (by remote and md5): any dataset, any registry, any pattern
+    planned, users = _patients_objects(datasets, patient_id, governed)
+    remote_cache: dict[str, DvcRemote] = {}
+    to_delete: list[PlannedObject] = []
+    kept: list[PlannedObject] = []
+    already: list[str] = []
+    returned: list[PlannedObject] = []
+    for key, item in sorted(planned.items()):
+        remote = remote_cache.setdefault(item.remote_url, DvcRemote(s3, item.remote_url))
+        item.present = _exists(remote, item.md5)
+        if item.md5 in erased:
+            already.append(item.md5)
+            if item.present:  # erased, and back: every copy is checked again, every time
+                returned.append(item)
+            continue
+        item.shared_with = len(users[key] - {"self"})
+        (kept if item.shared_with else to_delete).append(item)
+    earlier = [event.request for event in erasure_log.of_patient(patient_id)]
+    impact = impact_of(patient_id)
+    images = {
+        item.md5: data
+        for item in [*to_delete, *kept, *returned]
+        if item.present and (data := remote_cache[item.remote_url].read(item.md5)) is not None
+    }
+    carrying = models_carrying(settings, [h.model for h in impact.models], images)
+    return ErasurePlan(
+        patient_id=patient_id,
+        withdrawn_at=status.since,
+        datasets=sorted(
+            {v for item in planned.values() for v in item.datasets},
+            key=lambda v: (v.repo, v.tag),
+        ),
+        objects=to_delete,
+        kept=kept,
+        already_erased=already,
+        impact=impact,
+        local_files=local_copies(settings.home, to_delete),
+        unreadable=unreadable,
+        returned=returned,
+        follow_up_of=list(dict.fromkeys(earlier)),
+        carrying=carrying,
+    )
+
+
+def _patients_objects(
+    datasets: list[_Dataset], patient_id: str, governed: set[str]
+) -> tuple[dict[tuple[str, str], PlannedObject], dict[tuple[str, str], set[str]]]:
+    """The patient's objects (by remote and md5, with every version listing them), and who
+    uses each object: the patient ("self") or another record, in any dataset and pattern."""
     users: dict[tuple[str, str], set[str]] = defaultdict(set)
     planned: dict[tuple[str, str], PlannedObject] = {}
     for found in datasets:
-        ours = found.consent_head in governed  # patient ids mean something in one registry
+        # patient ids mean something in one registry: ours, or a version no registry filtered
+        # (a legacy `--pattern dataset` publish of a patient source), whose same patient's copy
+        # is erased too; another registry's record with the same bytes is another person's
+        ours = found.consent_head in governed or not found.consent_head
         for row in found.rows:
             md5 = found.listing.get(row.file_path)
             if md5 is None:
@@ -167,32 +229,7 @@ def plan_erasure(settings: Settings, patient_id: str, *, impact_of: ImpactOf) ->
                 ),
             )
             item.datasets.extend(v for v in found.versions if v not in item.datasets)
-    remote_cache: dict[str, DvcRemote] = {}
-    to_delete: list[PlannedObject] = []
-    kept: list[PlannedObject] = []
-    already: list[str] = []
-    for key, item in sorted(planned.items()):
-        if item.md5 in erased:
-            already.append(item.md5)
-            continue
-        item.shared_with = len(users[key] - {"self"})
-        remote = remote_cache.setdefault(item.remote_url, DvcRemote(s3, item.remote_url))
-        item.present = _exists(remote, item.md5)
-        (kept if item.shared_with else to_delete).append(item)
-    return ErasurePlan(
-        patient_id=patient_id,
-        withdrawn_at=status.since,
-        datasets=sorted(
-            {v for item in planned.values() for v in item.datasets},
-            key=lambda v: (v.repo, v.tag),
-        ),
-        objects=to_delete,
-        kept=kept,
-        already_erased=already,
-        impact=impact_of(patient_id),
-        local_files=local_copies(settings.home, to_delete),
-        unreadable=unreadable,
-    )
+    return planned, users
 
 
 def _exists(remote: DvcRemote, md5: str) -> bool:

@@ -7,8 +7,11 @@ rebuilt from MLflow alone (`lineage index rebuild`; the run params carry what ca
 Datasets are stored once however many runs used them.
 
 Because it is a cache it is never trusted blindly: before answering, the set of registered
-versions (and their runs) is compared with the registry, and any difference stops the audit
-with the instruction to rebuild.
+versions (and their runs) is compared with the registry, the rows of every dataset are
+counted against the manifest's row count, and (every `LINEAGE_INDEX_VERIFY_INTERVAL`
+seconds, and on `lineage index verify`) every dataset's rows are compared with its manifest
+in MLflow, whose sha256 the training run recorded. Any difference stops the audit with the
+instruction to rebuild: an edited index never answers.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from lineage.config import Settings
+from lineage.credentials import write_private
 from lineage.errors import LineageError
 from lineage.index.source import (
     AuditError,
@@ -55,6 +59,9 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 ENV_VAR = "LINEAGE_INDEX_DB"
+INTERVAL_ENV = "LINEAGE_INDEX_VERIFY_INTERVAL"
+DEFAULT_VERIFY_INTERVAL_S = 3600.0  # rows against the manifests at least hourly (0: always)
+VERIFIED_FILE = "index-verified.json"  # in LINEAGE_HOME, outside the index's database
 INSERT_CHUNK = 20_000
 WRITE_ATTEMPTS = 20
 T = TypeVar("T")
@@ -132,11 +139,59 @@ class IndexSummary:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class IndexVerification:
+    """Every indexed dataset's rows against its manifest (`lineage index verify`)."""
+
+    datasets: int
+    records: int
+    mismatches: list[str]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "ok": self.ok}
+
+
+def row_key(row: ManifestRow) -> tuple[str, ...]:
+    """A record as both the manifest and the index hold it."""
+    return (
+        row.record_id,
+        row.patient_id,
+        row.scan_id,
+        row.split,
+        row.label,
+        row.file_path,
+        row.sha256,
+    )
+
+
 class LineageIndex(SqlStore):
     env_var = ENV_VAR
     what = "lineage index"
     hint = f"check {ENV_VAR}; the index can be rebuilt any time with `lineage index rebuild`"
     metadata = metadata
+    home: Path | None = None  # where the last full verification is remembered
+    verify_interval_s: float = DEFAULT_VERIFY_INTERVAL_S
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LineageIndex:
+        import os
+
+        from lineage.config import env_float
+
+        index = super().from_settings(settings)
+        index.home = settings.home
+        raw = os.environ.get(INTERVAL_ENV, "").strip()
+        index.verify_interval_s = (
+            0.0
+            if raw in ("0", "0.0")
+            else env_float(os.environ, INTERVAL_ENV, DEFAULT_VERIFY_INTERVAL_S)
+        )
+        return index
 
     @classmethod
     def settings_url(cls, settings: Settings) -> tuple[str, bool]:
@@ -265,9 +320,33 @@ class LineageIndex(SqlStore):
                     "remove it from the registry or register it from a training run",
                 )
             self.add(client, name, version, run_id)
+        self._mark_verified()  # every row was just read from its manifest
         return IndexSummary(
             **{**self.summary().to_json(), "seconds": round(time.monotonic() - started, 2)}
         )
+
+    def sync(self, client: MlflowClient) -> int:
+        """Index the registered versions the index lacks and forget the ones no longer
+        registered (each added version's manifest read from MLflow and checked against its
+        run's sha256, as `add` does); how many versions changed."""
+        registry = {(n, v, r or "") for n, v, r in registered_versions(client)}
+        indexed = self.indexed_versions()
+        for name, version, run_id in sorted(registry - indexed):
+            if not run_id:
+                raise AuditError(
+                    f"{name}/{version} has no source run: its training data is unknown",
+                    "remove it from the registry or register it from a training run",
+                )
+            self.add(client, name, version, run_id)
+        gone = indexed - registry
+        if gone:
+            with self.engine.begin() as connection:
+                for name, version, _ in gone:
+                    connection.execute(
+                        delete(models).where(models.c.name == name, models.c.version == version)
+                    )
+            self.remove_missing()
+        return len(registry - indexed) + len(gone)
 
     def remove_missing(self) -> None:
         """Drop runs and datasets no indexed version uses any more."""
@@ -297,7 +376,8 @@ class LineageIndex(SqlStore):
 
     def check_fresh(self, client: MlflowClient) -> None:
         """Stop (fail closed) when the registry holds versions the index does not, or the
-        reverse: answers from a stale index would omit models."""
+        reverse; when a dataset's rows do not number its manifest's; and, when the last full
+        verification is older than the interval, when any row differs from its manifest."""
         registry = {(n, v, r or "") for n, v, r in registered_versions(client)}
         indexed = self.indexed_versions()
         missing, extra = registry - indexed, indexed - registry
@@ -309,10 +389,120 @@ class LineageIndex(SqlStore):
                 f"({shown})",
                 "run `lineage index rebuild` (or pass --scan to read MLflow directly)",
             )
+        self._check_counts()
+        if self._verification_due():
+            result = self.verify(client)
+            if not result.ok:
+                raise _disagrees(result.mismatches)
+
+    def _check_counts(self) -> None:
+        """Each dataset's rows, counted, against the row count its manifest had."""
+        with self.engine.connect() as connection:
+            stored = {
+                int(r.id): (int(r.records), str(r.manifest_sha256))
+                for r in connection.execute(select(datasets))
+            }
+            counted = {
+                int(r.dataset_id): int(r.n)
+                for r in connection.execute(
+                    select(records.c.dataset_id, func.count().label("n")).group_by(
+                        records.c.dataset_id
+                    )
+                )
+            }
+            tags = {
+                int(r.dataset_id): str(r.tag)
+                for r in connection.execute(select(runs.c.dataset_id, runs.c.tag))
+            }
+        wrong = [
+            f"{tags.get(i, sha[:12])} has {counted.get(i, 0)} rows, its manifest {n}"
+            for i, (n, sha) in sorted(stored.items())
+            if counted.get(i, 0) != n
+        ]
+        if wrong:
+            raise _disagrees(wrong)
+
+    def _verification_due(self) -> bool:
+        if self.home is None:
+            return False
+        try:
+            import json
+
+            last = float(json.loads(self._verified_file().read_text())["at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
+        return time.time() - last >= self.verify_interval_s
+
+    def verify(self, client: MlflowClient) -> IndexVerification:
+        """Every dataset's rows against its manifest, read from MLflow (its sha256 checked
+        against the training run's record): a row deleted, added or edited is named."""
+        started = time.monotonic()
+        with self.engine.connect() as connection:
+            owners = {
+                int(r.dataset_id): r
+                for r in connection.execute(
+                    select(runs, models.c.name, models.c.version).join(
+                        models, models.c.run_id == runs.c.run_id
+                    )
+                )
+            }
+        mismatches: list[str] = []
+        total = 0
+        with tempfile.TemporaryDirectory(prefix="lineage-index-verify-") as tmp:
+            for dataset_id, owner in sorted(owners.items()):
+                model = model_data(owner.name, owner.version, get_run(client, owner.run_id))
+                expected = sorted(
+                    row_key(r) for r in read_manifest(client, model, Path(tmp) / str(dataset_id))
+                )
+                with self.engine.connect() as connection:
+                    found = sorted(
+                        row_key(_row(r))
+                        for r in connection.execute(
+                            select(records).where(records.c.dataset_id == dataset_id)
+                        )
+                    )
+                total += len(found)
+                if found != expected:
+                    gone = len(set(expected) - set(found))
+                    added = len(set(found) - set(expected))
+                    mismatches.append(
+                        f"{owner.tag}: {gone} manifest rows missing, {added} rows not in the "
+                        "manifest"
+                    )
+        result = IndexVerification(
+            len(owners), total, mismatches, round(time.monotonic() - started, 2)
+        )
+        if result.ok:
+            self._mark_verified()
+        return result
+
+    def _mark_verified(self) -> None:
+        if self.home is not None:
+            import json
+
+            write_private(
+                self._verified_file(), json.dumps({"at": time.time(), "index": self.shown_url})
+            )
+
+    def _verified_file(self) -> Path:
+        """When this index (by its URL) was last verified in full: outside its database."""
+        import hashlib
+
+        assert self.home is not None
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
+        return self.home / VERIFIED_FILE.replace(".json", f"-{digest}.json")
 
     def source(self, client: MlflowClient) -> IndexSource:
         self.check_fresh(client)
         return IndexSource(self)
+
+
+def _disagrees(problems: list[str]) -> AuditError:
+    return AuditError(
+        "the lineage index disagrees with the manifests it summarises: " + "; ".join(problems[:5]),
+        "do not trust its answers: rebuild it with `lineage index rebuild` (or pass --scan to "
+        "read MLflow directly)",
+    )
 
 
 class IndexSource:

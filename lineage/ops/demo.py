@@ -103,6 +103,7 @@ class DemoResult:
     predictions: list[Prediction] = field(default_factory=list)
     trace: Trace | None = None
     reproduction: Reproduction | None = None
+    evidence: OfflineCheck | None = None
     steps: list[Step] = field(default_factory=list)
     mlflow_ui: str = ""
 
@@ -116,6 +117,7 @@ class DemoResult:
             "predictions": [p.to_json() for p in self.predictions],
             "trace": None if self.trace is None else self.trace.to_json(),
             "reproduction": None if self.reproduction is None else self.reproduction.to_json(),
+            "evidence": None if self.evidence is None else self.evidence.to_json(),
             "steps": [s.__dict__ for s in self.steps],
             "mlflow_ui": self.mlflow_ui,
         }
@@ -227,8 +229,81 @@ def run_demo(  # long: the demo's steps in order, read as one story
             f"{r.files_verified} records re-hashed: " + ("identical" if r.ok else "DIFFERENT")
         ),
     )
+    result.evidence = evidence_steps(timed, settings, champion_ref)
     result.mlflow_ui = settings.mlflow_uri
     return result
+
+
+@dataclass(frozen=True)
+class OfflineCheck:
+    """An evidence bundle and what `lineage evidence verify` said of it, run as an auditor
+    runs it: another process, an empty LINEAGE_HOME, no network where that can be arranged."""
+
+    bundle: str
+    public_key: str
+    command: str
+    ok: bool
+    offline: str  # how the network was taken away ("unshare -n", or "not isolated: ...")
+    checks: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def evidence_steps(timed: Any, settings: Settings, model: str) -> OfflineCheck:
+    """The demo's last two steps: write the champion's evidence bundle, verify it offline."""
+    from lineage.audit.evidence import write_bundle
+    from lineage.ops.deploy import running_endpoints
+
+    demo_dir = settings.home / "demo"
+    bundle = demo_dir / "evidence.json"
+    written = timed(
+        f"write the evidence bundle of {model}",
+        lambda: write_bundle(settings, model, bundle, endpoints=running_endpoints),
+        lambda w: f"{w.path}: {w.statements} signed statements, log of {w.tree_size} leaves",
+    )
+    key = demo_dir / "signer.pub.pem"
+    from lineage.attest.host import Evidence
+
+    key.write_text(Evidence(settings).key.public_key)
+    checked: OfflineCheck = timed(
+        "verify the bundle offline (empty home, no network)",
+        lambda: verify_offline(written.path, key),
+        lambda c: ("evidence verified" if c.ok else "evidence NOT verified") + f" ({c.offline})",
+    )
+    return checked
+
+
+def verify_offline(bundle: Path, key: Path) -> OfflineCheck:
+    """`lineage evidence verify BUNDLE --key KEY` in a fresh process with nothing of ours:
+    an empty LINEAGE_HOME and HOME, and no network (`unshare -n`, as root) when possible."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "lineage", "evidence", "verify", str(bundle), "--key", str(key)]
+    offline = "not isolated: unshare -n needs root"
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            argv, offline = ["unshare", "-n", *argv], "unshare -n: no network"
+    with tempfile.TemporaryDirectory(prefix="lineage-auditor-") as home:
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "LINEAGE_HOME": f"{home}/.lineage"}
+        done = subprocess.run(
+            [*argv, "--json"], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+    try:
+        result = json.loads(done.stdout)
+    except ValueError:
+        raise LineageError(
+            f"the offline verification did not answer ({done.stderr.strip()[-300:]})"
+        ) from None
+    command = f"lineage evidence verify {bundle} --key {key}"
+    return OfflineCheck(
+        str(bundle), str(key), command, bool(result["ok"]), offline, result["checks"]
+    )
 
 
 def model_ref(trained: TrainingResult) -> str:

@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import httpx
 
 from lineage import contract
+from lineage.attest.checks import model_checks
+from lineage.attest.host import Evidence, model_subject
 from lineage.config import Settings
 from lineage.contract import tar_directory
+from lineage.credentials import private_dir
 from lineage.errors import LineageError
 from lineage.integrity import checked_run, model_dir_checks, require
 from lineage.record import LineageRecord
@@ -47,6 +50,9 @@ class Materialized:
     model_dir: Path
     model_data: Path
     lineage: dict[str, Any]
+    attestation_sha256: str = ""  # the signed provenance the checks verified
+    signer_key_id: str = ""
+    run_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +62,8 @@ class Materialized:
             "model_dir": str(self.model_dir),
             "model_data": str(self.model_data),
             "lineage": self.lineage,
+            "attestation_sha256": self.attestation_sha256,
+            "signer_key_id": self.signer_key_id,
         }
 
 
@@ -114,13 +122,19 @@ def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> Materialize
                 artifact_uri=f"models:/{name}/{version}", dst_path=tmp
             )
         )
-        # the bytes about to be served must be the bytes the run trained and recorded
+        # the bytes about to be served must be the bytes the run trained, recorded and signed
         require(model_dir_checks(run, local, "the registered"), registered.ref, "deployable")
+        signed, verified = model_checks(
+            local, Evidence(settings).trust, LineageRecord.from_run(run), "the registered"
+        )
+        require(signed, registered.ref, "deployable")
+        assert verified is not None  # require() refused an unverified model
         served = replace(LineageRecord.read(local), model_version=version, alias=alias)
         served.write(local)
         lineage = served.to_json()
         if endpoint_dir.exists():
             shutil.rmtree(endpoint_dir)
+        private_dir(endpoint_dir.parent)  # endpoints/: owner only, like the rest of the home
         tarball = tar_directory(local, endpoint_dir / contract.MODEL_ARCHIVE)
     model_dir = endpoint_dir / "opt" / "ml" / "model"
     model_dir.mkdir(parents=True)
@@ -133,6 +147,9 @@ def materialize(settings: Settings, ref: str, endpoint_dir: Path) -> Materialize
         model_dir=model_dir,
         model_data=tarball,
         lineage=lineage,
+        attestation_sha256=verified.provenance_digest,
+        signer_key_id=verified.signer_key_id,
+        run_id=run.run_id,
     )
 
 
@@ -162,7 +179,9 @@ class _Server:
     handle: ServerHandle
 
 
-def _start_process(settings: Settings, port: int, model: Materialized) -> _Server:
+def _start_process(
+    settings: Settings, port: int, model: Materialized, trusted_keys: str
+) -> _Server:
     from local.stack import process
 
     endpoint_dir, pid_file, log_file = _endpoint_files(settings, port)
@@ -173,6 +192,7 @@ def _start_process(settings: Settings, port: int, model: Materialized) -> _Serve
         "SAGEMAKER_BASE_DIR": str(endpoint_dir / "opt" / "ml"),
         "PYTHONUNBUFFERED": "1",
         "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),  # as the image sets it
+        contract.TRUSTED_KEYS_ENV: trusted_keys,
     }
     pid = process.spawn(
         [sys.executable, "-m", "inference", "serve", "--model-dir", str(model.model_dir)],
@@ -194,7 +214,9 @@ def _start_process(settings: Settings, port: int, model: Materialized) -> _Serve
     )
 
 
-def _start_container(settings: Settings, port: int, model: Materialized) -> _Server:
+def _start_container(
+    settings: Settings, port: int, model: Materialized, trusted_keys: str
+) -> _Server:
     """The inference image, as SageMaker runs it: `serve`, the model at /opt/ml/model."""
     from local.images import docker
 
@@ -216,12 +238,14 @@ def _start_container(settings: Settings, port: int, model: Materialized) -> _Ser
         f"SAGEMAKER_BIND_TO_PORT={port}",
         "--env",
         f"LINEAGE_SERVE_HOST={settings.host}",
+        "--env",
+        contract.TRUSTED_KEYS_ENV,  # public keys, passed by name like every variable
         image,
         "serve",
     ]
-    container = docker.run_detached(argv, dict(os.environ))
+    container = docker.run_detached(argv, {**os.environ, contract.TRUSTED_KEYS_ENV: trusted_keys})
     marker = _container_file(settings, port)
-    marker.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(marker.parent)
     marker.write_text(f"{name}\n{container}\n{image}\n")
 
     def kill() -> None:
@@ -237,12 +261,20 @@ def _start_container(settings: Settings, port: int, model: Materialized) -> _Ser
 
 
 def deploy(
-    settings: Settings, ref: str, port: int = 8080, runtime: str = "process"
+    settings: Settings,
+    ref: str,
+    port: int = 8080,
+    runtime: str = "process",
+    trusted_keys: str | None = None,
 ) -> DeployResult:
-    """Serve `ref` on `port`: as a local process, or in the inference image (`docker`)."""
+    """Serve `ref` on `port`: as a local process, or in the inference image (`docker`).
+    The server checks the model's signature at load against `trusted_keys` (PEM text or a
+    path; default: the keys this home trusts); the deploy is a signed decision."""
     from local.runner.launch import check_runtime
     from local.stack import process
 
+    if not 1 <= port <= 65535:
+        raise LineageError(f"port {port} is not a TCP port", "pass --port 1-65535")
     check_runtime(runtime)
     endpoint_dir, _, _ = _endpoint_files(settings, port)
     stop(settings, port)
@@ -250,11 +282,13 @@ def deploy(
         raise LineageError(
             f"port {port} is in use by another program", "pass --port with a free port"
         )
+    evidence = Evidence(settings)
+    keys = trusted_pem(trusted_keys) if trusted_keys else evidence.trust.pem_bundle()
     model = materialize(settings, ref, endpoint_dir)
     url = f"http://{settings.host}:{port}"
     with deploy_lineage_run(settings, model, url):
         start = _start_container if runtime == "docker" else _start_process
-        server = start(settings, port, model)
+        server = start(settings, port, model, keys)
         deadline = time.monotonic() + PING_TIMEOUT_S
         while True:
             if not server.alive():
@@ -267,7 +301,27 @@ def deploy(
             if time.monotonic() > deadline:
                 _give_up(server, "the inference server did not answer /ping in time")
             time.sleep(0.2)
+    decide_deploy(settings, model, url, runtime)
     return DeployResult(endpoint=url, runtime=runtime, server=server.handle, model=model)
+
+
+def trusted_pem(value: str) -> str:
+    """`--trusted-keys` (PEM text or a path) as the PEM text a server is given."""
+    from lineage.attest.keys import TrustStore
+
+    return TrustStore.from_value(value).pem_bundle()
+
+
+def decide_deploy(settings: Settings, model: Materialized, url: str, runtime: str) -> None:
+    """The deploy, signed by the operator: which signed model now serves where."""
+    from lineage.attest.host import store_decision
+
+    envelope = Evidence(settings).decide(
+        "deploy",
+        [model_subject(model.model_name, model.model_version, model.attestation_sha256)],
+        {"endpoint": url, "runtime": runtime, "alias": model.alias, "run_id": model.run_id},
+    )
+    store_decision(settings, model.run_id, envelope, "deploy")
 
 
 def deploy_sagemaker(
@@ -285,14 +339,17 @@ def deploy_sagemaker(
         model_data = runner.stage_model(model.model_data, model.model_name, model.model_version)
     url = endpoint_url(settings.aws_region, endpoint_name)
     with deploy_lineage_run(settings, model, url):
-        return runner.host(
+        hosted = runner.host(
             model_data,
             model.model_name,
             model.model_version,
             model.lineage,
             endpoint_name,
             instance_type,
+            trusted_keys=Evidence(settings).trust.pem_bundle(),
         )
+    decide_deploy(settings, model, url, "sagemaker")
+    return hosted
 
 
 def deploy_lineage_run(settings: Settings, model: Materialized, url: str) -> Any:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lineage import contract
+from lineage.attest.envelopes import Envelope
+from lineage.attest.host import Evidence, Recorded
 from lineage.config import Settings
 from lineage.credentials import private_dir, write_private
 from lineage.errors import LineageError
@@ -15,7 +19,15 @@ from lineage.gitops import split_credentials
 from lineage.jobresult import TrainingResult
 from lineage.jobspec import Channel, TrainingJobSpec, job_name
 from lineage.openlineage.emit import forwarded_env
-from lineage.ops.process import DEFAULT_REPO, ProcessOptions, ProcessResult, run_processing_job
+from lineage.ops.process import (
+    DEFAULT_REPO,
+    ProcessOptions,
+    ProcessResult,
+    kms_env,
+    record_statement,
+    run_processing_job,
+    signing_env,
+)
 from lineage.ops.runtime import local_runner
 from lineage.registry import parse_model_ref
 from lineage.runtime import JobRunner
@@ -55,11 +67,15 @@ class TrainResult:
     model_artifact: str
     indexed: bool
     openlineage_events: str | None = None
+    attestation: Recorded | None = None  # the model's signed provenance, in the log
 
     def to_json(self) -> dict[str, Any]:
-        """What `train --json` prints: the job's result file, then what the run adds."""
+        """What `train --json` prints: the job's result file (the provenance by its digest
+        and log index), then what the run adds."""
         found = {
-            **self.output.to_json(),
+            **{k: v for k, v in self.output.to_json().items() if k != "attestation"},
+            "attestation_sha256": None if self.attestation is None else self.attestation.digest,
+            "tlog_index": None if self.attestation is None else self.attestation.index,
             "job_name": self.job_name,
             "model_artifact": self.model_artifact,
         }
@@ -87,6 +103,7 @@ class Promotion:
     alias: str
     version: str
     previous_version: str | None  # where the alias pointed before, if anywhere
+    decision_sha256: str = ""  # the signed promote decision
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,10 +111,13 @@ class Promotion:
             "alias": self.alias,
             "version": self.version,
             "previous_version": self.previous_version,
+            "decision_sha256": self.decision_sha256,
         }
 
 
-def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> TrainingJobSpec:
+def build_spec(
+    settings: Settings, options: TrainOptions, repo_url: str, evidence: str | None = None
+) -> TrainingJobSpec:
     hyperparameters = {
         "dvc_tag": options.tag,
         "epochs": str(options.epochs),
@@ -119,6 +139,8 @@ def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> Trai
         channels.append(Channel("pretrained", options.pretrained))
     if options.erasures:
         channels.append(Channel("erasures", options.erasures))
+    if evidence:
+        channels.append(Channel(contract.EVIDENCE_INPUT_NAME, evidence))
     name = job_name(f"train-{options.tag[:24]}")
     return TrainingJobSpec(
         name=name,
@@ -128,6 +150,7 @@ def build_spec(settings: Settings, options: TrainOptions, repo_url: str) -> Trai
             "DVC_REPO_URL": repo_url,
             "MLFLOW_TRACKING_URI": settings.mlflow_uri,
             "MLFLOW_EXPERIMENT_NAME": options.experiment,
+            **kms_env(settings),
         },
         channels=channels,
         output_path=f"s3://{settings.mlflow_bucket}/training",
@@ -158,8 +181,12 @@ def start_training_job(
     *,
     stream: bool,
     data_commit: str | None = None,
+    dataset_statement: dict[str, Any] | None = None,
 ) -> str:
-    """Build the training job and start it on a prepared runner; its name."""
+    """Build the training job and start it on a prepared runner; its name. The job gets
+    the transparency log's signed head, the trusted public keys and, when the caller has it,
+    the dataset's signed statement in its `evidence` channel (without it, the job reads the
+    statement its processing run logged)."""
     if options.pretrained.lower() not in ("none", "torchvision"):
         path = Path(options.pretrained)
         if not path.exists():
@@ -174,13 +201,17 @@ def start_training_job(
     else:
         repo_url, url_auth = runner.dataset_repository(options.repo, create=False)
     options = with_erasures(settings, options)
-    spec = build_spec(settings, options, repo_url)
-    return runner.start_training(
-        spec,
-        runtime_env={**url_auth, **forwarded_env()},
-        stream=stream,
-        data_commit=data_commit,
-    )
+    evidence = Evidence(settings)
+    with tempfile.TemporaryDirectory(prefix="lineage-evidence-") as tmp:
+        statement = None if dataset_statement is None else Envelope.from_json(dataset_statement)
+        channel = evidence.job_input(Path(tmp), statement)
+        spec = build_spec(settings, options, repo_url, evidence=str(channel))
+        return runner.start_training(
+            spec,
+            runtime_env={**url_auth, **forwarded_env(), **signing_env(settings, runner)},
+            stream=stream,
+            data_commit=data_commit,
+        )
 
 
 def finish_training_job(settings: Settings, runner: JobRunner, job_name: str) -> TrainResult:
@@ -188,12 +219,16 @@ def finish_training_job(settings: Settings, runner: JobRunner, job_name: str) ->
     lineage index (whatever runtime trained it: audits read one index)."""
     run = runner.finish_training(job_name)
     output = run.output
+    recorded = record_statement(
+        Evidence(settings), output.attestation, f"runs:/{output.run_id}", "model provenance"
+    )
     return TrainResult(
         output=output,
         job_name=run.job_name,
         model_artifact=run.model_artifact,
         openlineage_events=run.openlineage_events,
         indexed=index_version(settings, output.model_name, output.model_version, output.run_id),
+        attestation=recorded,
     )
 
 
@@ -270,7 +305,12 @@ def start_pipeline(
     processed = run_processing_job(settings, process_options, runner, stream=stream)
     options = replace(train_options, tag=processed.output.tag, repo=process_options.repo)
     name = start_training_job(
-        settings, options, runner, stream=stream, data_commit=processed.output.commit
+        settings,
+        options,
+        runner,
+        stream=stream,
+        data_commit=processed.output.commit,
+        dataset_statement=processed.output.attestation,
     )
     return StartedPipeline(processing=processed, training_job=name)
 
@@ -284,11 +324,14 @@ def promote(settings: Settings, model: str, alias: str) -> Promotion:
     name, version = ref.name, ref.version
     if version is None:
         raise LineageError("promote takes an exact version", "use --model NAME/VERSION")
-    client = MlflowClient(settings.mlflow_uri)
     from lineage.integrity import checked_run
-    from lineage.registry import resolve
+    from lineage.registry import mlflow_client, resolve
 
-    checked_run(client, resolve(client, ref))  # an alias points only at a provable version
+    client: MlflowClient = mlflow_client(settings.mlflow_uri)
+
+    registered = resolve(client, ref)
+    run = checked_run(client, registered)  # an alias points only at a provable version
+    provenance = require_signed(settings, client, run, registered.ref, "promotable")
     try:
         previous = None
         try:
@@ -301,4 +344,37 @@ def promote(settings: Settings, model: str, alias: str) -> Promotion:
             f"cannot set alias {alias} on {model}: {exc.message}",
             "check the name and version with the MLflow UI",
         ) from None
-    return Promotion(model_name=name, alias=alias, version=version, previous_version=previous)
+    from lineage.attest.host import model_subject, store_decision
+
+    decision = Evidence(settings).decide(
+        "promote",
+        [model_subject(name, version, provenance)],
+        {"alias": alias, "previous_version": previous, "run_id": run.run_id},
+    )
+    store_decision(settings, run.run_id, decision, "promote")
+    return Promotion(
+        model_name=name,
+        alias=alias,
+        version=version,
+        previous_version=previous,
+        decision_sha256=decision.digest,
+    )
+
+
+def require_signed(settings: Settings, client: Any, run: Any, subject: str, action: str) -> str:
+    """Refuse a version whose model is not what its run trained, recorded and signed; the
+    digest of its verified provenance."""
+    from lineage.attest.checks import model_checks
+    from lineage.integrity import model_dir_checks, require
+    from lineage.record import LineageRecord
+    from lineage.registry import download_artifact
+
+    with tempfile.TemporaryDirectory(prefix="lineage-promote-") as tmp:
+        model_dir = Path(download_artifact(client, run.run_id, "model", tmp))
+        require(model_dir_checks(run, model_dir, "the registered"), subject, action)
+        checks, verified = model_checks(
+            model_dir, Evidence(settings).trust, LineageRecord.from_run(run), "the registered"
+        )
+        require(checks, subject, action)
+    assert verified is not None
+    return verified.provenance_digest

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lineage.errors import LineageError
-from lineage.integrity import Check, agree, version_checks
+from lineage.integrity import Check, agree, run_state_checks, version_checks
 from lineage.record import LineageRecord
 from lineage.redact import REDACTED
 from lineage.registry import (
@@ -113,9 +113,10 @@ def recorded_data(
 
 
 def registry_checks(data: RecordedData) -> list[Check]:
-    """The version's run finished, recorded everything, and the version's tags repeat it."""
+    """The version's run finished (and is not deleted), recorded everything, and the
+    version's tags repeat it; a run traced without a version: its state alone."""
     if data.version is None:
-        return []
+        return run_state_checks(data.run)
     return version_checks(data.version, data.run)
 
 

@@ -9,11 +9,12 @@ sha256 must match what the run recorded.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lineage import manifest
+from lineage.attest.checks import metrics_check
 from lineage.config import Settings
 from lineage.errors import LineageError
 from lineage.hashing import file_sha256
@@ -32,6 +33,10 @@ NOT_HYPERPARAMETERS = frozenset(
         "count_val",
         "count_test",
         "patient_count",
+        # the evidence of each run: its signed provenance, who signed, the log's head then
+        "attestation_sha256",
+        "signer_key_id",
+        "tlog_head",
     }
 )
 
@@ -82,8 +87,14 @@ class Comparison:
     a: Side
     b: Side
     params: list[Row]
-    metrics: list[Row]
+    metrics: list[Row]  # as the training jobs signed them
     records: RecordDiff
+    disagreements: list[str] = field(default_factory=list)  # run metrics vs signed ones
+
+    @property
+    def ok(self) -> bool:
+        """Both sides' metrics are the ones their training jobs signed."""
+        return not self.disagreements
 
     @property
     def summary(self) -> str:
@@ -115,6 +126,8 @@ class Comparison:
             "summary": self.summary,
             "params": [{**r.__dict__, "same": r.same} for r in self.params],
             "metrics": [{**r.__dict__, "same": r.same} for r in self.metrics],
+            "ok": self.ok,
+            "disagreements": self.disagreements,
             "records": {
                 "added": self.records.added,
                 "removed": self.records.removed,
@@ -139,10 +152,32 @@ def compare(settings: Settings, a: str, b: str) -> Comparison:
         for name in sorted(set(params_a) | set(params_b))
         if name not in NOT_HYPERPARAMETERS
     ]
-    metric_rows = [
-        Row(name, run_a.data.metrics.get(name), run_b.data.metrics.get(name)) for name in METRICS
+    signed_a, signed_b = (signed_metrics(settings, client, s) for s in sides)
+    metric_rows = [Row(name, signed_a.get(name), signed_b.get(name)) for name in METRICS]
+    disagreements = [
+        f"{side.ref}: {check.detail}"
+        for side, run, signed in ((sides[0], run_a, signed_a), (sides[1], run_b, signed_b))
+        if not (check := metrics_check(signed, dict(run.data.metrics))).ok
     ]
-    return Comparison(sides[0], sides[1], param_rows, metric_rows, diff_records(*rows))
+    return Comparison(
+        sides[0], sides[1], param_rows, metric_rows, diff_records(*rows), disagreements
+    )
+
+
+def signed_metrics(settings: Settings, client: Any, side: Side) -> dict[str, float]:
+    """The final metrics the training job signed (its provenance, signature checked)."""
+    from lineage.attest.checks import VerifiedModel
+    from lineage.attest.envelopes import Envelope, verify
+    from lineage.attest.host import Evidence
+    from lineage.attest.statements import PROVENANCE_FILE, ModelProvenance, statement_time
+
+    with tempfile.TemporaryDirectory(prefix="lineage-compare-") as tmp:
+        path = download_artifact(client, side.run_id, f"model/{PROVENANCE_FILE}", tmp)
+        envelope = Envelope.read(Path(path))
+    body = envelope.body()
+    verify(envelope, Evidence(settings).trust, at=statement_time(body), what="model provenance")
+    provenance = ModelProvenance.of(body)
+    return dict(VerifiedModel(provenance, envelope.digest, "", None).record.metrics)
 
 
 def _side(ref: str, version: RegisteredVersion | None, run: RunRecord) -> Side:

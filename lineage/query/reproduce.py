@@ -23,8 +23,9 @@ from lineage.dvcremote import ErasedObject
 from lineage.erasure import erased_objects, summarize_erased
 from lineage.errors import LineageError
 from lineage.query.chain import Check, RecordedData, agree, locate, recorded_data
+from lineage.query.trace import signature_checks
 from lineage.redact import redact_url
-from lineage.registry import mlflow_client
+from lineage.registry import download_artifact, mlflow_client
 from lineage.storage import s3_client
 
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -153,6 +154,8 @@ def reproduce(
                 "manifest", "manifest sha256 vs run", data.manifest_sha256, verified.manifest_sha256
             )
         )
+        model_dir = Path(download_artifact(client, run.run_id, "model", str(tmp / "model")))
+        checks += signature_checks(settings, run, model_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     retraining = None

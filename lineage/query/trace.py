@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 
 from lineage import datarepo, manifest
+from lineage.attest.checks import VerifiedModel, model_checks
+from lineage.attest.host import Evidence
 from lineage.config import Settings
 from lineage.dvcremote import DvcRemote, ErasedObject
 from lineage.erasure import erased_objects, summarize_erased
@@ -28,7 +30,7 @@ from lineage.integrity import model_dir_checks
 from lineage.query.chain import Check, RecordedData, agree, locate, recorded_data, registry_checks
 from lineage.record import LineageRecord
 from lineage.redact import redact_url
-from lineage.registry import download_artifact, mlflow_client
+from lineage.registry import RunRecord, download_artifact, mlflow_client
 from lineage.storage import s3_client
 
 MODEL_ARTIFACT = "model"  # the run's copy of the MLflow model (what the registry serves)
@@ -147,6 +149,8 @@ def trace(
             download_artifact(client, run.run_id, MODEL_ARTIFACT, str(Path(tmp) / "m"))
         )
         checks += model_dir_checks(run, model_dir, "the artifact store's")
+        signed, verified = signed_model_checks(settings, run, model_dir, served)
+        checks += signed
         link, data_checks = _data_link(settings, client, data, Path(tmp))
     checks += data_checks
     return Trace(
@@ -158,16 +162,67 @@ def trace(
             run_name=run.run_name,
             experiment_id=run.experiment_id,
             started_ms=run.start_ms,
-            metrics={
-                k: run.metrics[k]
+            metrics={  # as the training job signed them (the run's own may have been changed)
+                k: shown[k]
                 for k in ("best_val_accuracy", "test_accuracy", "best_epoch")
-                if k in run.metrics
+                if k in (shown := verified.record.metrics if verified else run.metrics)
             },
         ),
         data=link,
         endpoint=endpoint,
         checks=checks,
     )
+
+
+def signature_checks(
+    settings: Settings, run: RunRecord, model_dir: Path, served: dict[str, Any] | None = None
+) -> list[Check]:
+    """The model's signatures, its signed facts against the run, the provenance in the
+    transparency log, and (for an endpoint) the server's own signature check."""
+    return signed_model_checks(settings, run, model_dir, served)[0]
+
+
+def signed_model_checks(
+    settings: Settings, run: RunRecord, model_dir: Path, served: dict[str, Any] | None = None
+) -> tuple[list[Check], VerifiedModel | None]:
+    """`signature_checks`, and the verified model (None when its signatures fail)."""
+    evidence = Evidence(settings)
+    checks, verified = model_checks(
+        model_dir,
+        evidence.trust,
+        LineageRecord.from_run(run),
+        "the artifact store's",
+        run_metrics=run.metrics,
+    )
+    if verified is None:
+        return checks, None
+    checks.append(logged_check(evidence, verified.provenance_digest, "model provenance"))
+    if served is not None:
+        checks.append(
+            agree(
+                "endpoint signature",
+                "provenance the server verified at load vs the registered model's",
+                verified.provenance_digest,
+                served.get("attestation_sha256")
+                or "none (the server did not check signatures: start it with "
+                "LINEAGE_TRUSTED_KEYS, as `lineage deploy` does)",
+            )
+        )
+    return checks, verified
+
+
+def logged_check(evidence: Evidence, digest: str, what: str) -> Check:
+    """Is a signed statement in the transparency log (did an operator record it)?"""
+    with evidence.log.engine.begin() as connection:
+        evidence.log.verify(connection)
+        leaf = evidence.log.find(connection, "attestation", digest=digest)
+    if leaf is None:
+        return Check(
+            "transparency log",
+            False,
+            f"the {what} {digest[:16]} is not in the transparency log: no operator recorded it",
+        )
+    return Check("transparency log", True, f"the {what} {digest[:16]} is leaf {leaf.index}")
 
 
 def _endpoint_checks(served: dict[str, Any], data: RecordedData) -> list[Check]:

@@ -8,20 +8,26 @@ an audit needs the data, not during it.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lineage import datarepo
+from lineage import contract, datarepo, manifest
+from lineage.attest.checks import dataset_statement_checks
+from lineage.attest.envelopes import Envelope
+from lineage.attest.host import Evidence
 from lineage.config import Settings
 from lineage.dvcremote import DvcRemote, ObjectProblem
 from lineage.erasure import ErasedObject, separate_erased
 from lineage.errors import LineageError
+from lineage.hashing import bytes_sha256
 from lineage.query.chain import Check, agree, locate, recorded_data
 from lineage.redact import redact_url
 from lineage.registry import mlflow_client
 from lineage.storage import s3_client
+from lineage.tracking import DEFAULT_EXPERIMENT, processing_artifact
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,12 @@ def verify(
         url, tag, expected_md5 = data.repo_url, data.tag, data.dataset_md5
         commit = datarepo.require_tag(url, tag, data.commit)
         checks.append(agree("tag", f"tag {tag} on the git server vs run", data.commit, commit))
+        statement = _model_dataset_statement(settings, run.run_id)
     else:
         assert tag is not None
         url = repo_url or settings.repo_url(repo)
         commit = datarepo.require_tag(url, tag)
+        statement = _published_statement(settings, tag)
     with tempfile.TemporaryDirectory(prefix="lineage-verify-") as tmp:
         repo_dir = Path(tmp) / "repo"
         datarepo.clone(url, repo_dir, tag=tag)
@@ -99,7 +107,8 @@ def verify(
             f"{len(entries)} files listed, {pointer.nfiles} recorded in the `.dvc` file",
         )
     )
-    erased, problems = separate_erased(settings, remote.check_all(entries, jobs=jobs))
+    checks += _signed_data_checks(settings, remote, statement, tag, commit, pointer.md5, entries)
+    erased, problems = separate_erased(settings, remote.check_all(entries, jobs=jobs), entries)
     return Verification(
         repo_url=redact_url(url),
         tag=tag,
@@ -113,3 +122,47 @@ def verify(
         model=model,
         erased=erased,
     )
+
+
+def _signed_data_checks(
+    settings: Settings,
+    remote: DvcRemote,
+    statement: Envelope | None,
+    tag: str,
+    commit: str,
+    dataset_md5: str,
+    entries: list[Any],
+) -> list[Check]:
+    """The version against its signed statement: tag, commit, md5, and the sha256 of the
+    listing's and the manifest's bytes as the remote holds them."""
+    listing = remote.read(dataset_md5)
+    manifest_md5 = next((e.md5 for e in entries if e.relpath == manifest.MANIFEST_NAME), None)
+    manifest_bytes = remote.read(manifest_md5) if manifest_md5 else None
+    return dataset_statement_checks(
+        statement,
+        Evidence(settings).trust,
+        tag=tag,
+        commit=commit,
+        dataset_md5=dataset_md5,
+        listing_sha256=None if listing is None else bytes_sha256(listing),
+        manifest_sha256=None if manifest_bytes is None else bytes_sha256(manifest_bytes),
+    )
+
+
+def _published_statement(settings: Settings, tag: str) -> Envelope | None:
+    """The statement the processing run of `tag` logged."""
+    text = processing_artifact(
+        settings.mlflow_uri, DEFAULT_EXPERIMENT, tag, contract.MODEL_DATASET_STATEMENT_FILE
+    )
+    return None if text is None else Envelope.from_json(json.loads(text), f"statement of {tag}")
+
+
+def _model_dataset_statement(settings: Settings, run_id: str) -> Envelope | None:
+    """The dataset statement a model carries (its training job verified it)."""
+    client = mlflow_client(settings.mlflow_uri)
+    name = f"model/{contract.MODEL_DATASET_STATEMENT_FILE}"
+    listed = {a.path for a in client.list_artifacts(run_id, "model")}
+    if name not in listed:
+        return None
+    with tempfile.TemporaryDirectory(prefix="lineage-verify-") as tmp:
+        return Envelope.read(Path(client.download_artifacts(run_id, name, tmp)))

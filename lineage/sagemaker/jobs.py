@@ -45,6 +45,8 @@ class SageMakerConfig:
     git_token_secret: str | None = None
     poll_s: float = 30.0
     result_timeout_s: float = 300.0
+    # the jobs sign their statements with this KMS key (kms:Sign on it for the role)
+    signing_kms_key_id: str | None = None
 
     def settings(self, base: Settings) -> Settings:
         """The job descriptions' settings: this bucket, this MLflow, these images."""
@@ -68,6 +70,8 @@ class SageMakerConfig:
             env["AWS_DEFAULT_REGION"] = self.region
         if self.git_token_secret:
             env[TOKEN_SECRET_ENV] = self.git_token_secret
+        if self.signing_kms_key_id:  # an id, no secret: the role's kms:Sign does the signing
+            env[contract.SIGNING_KMS_ENV] = self.signing_kms_key_id
         return {**env, **public_openlineage_env()}
 
 

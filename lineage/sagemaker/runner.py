@@ -91,11 +91,34 @@ class SageMakerRunner:
                 SecretId=self.config.git_token_secret,
             )
 
+        if self.config.signing_kms_key_id:
+            self._check_signing_key(self.config.signing_kms_key_id)
+
         def ecr_for(region: str) -> Any:
             return aws.client(aws.session(region), "ecr")
 
         self.digests = {image: aws.check_image(ecr_for, image) for image in images}
         return self.digests
+
+    def _check_signing_key(self, kms_key_id: str) -> None:
+        """The jobs' KMS signing key must be one this operator trusts, or nothing they sign
+        could be recorded (checked before anything is created)."""
+        from lineage.attest.host import Evidence
+        from lineage.attest.keys import key_id, kms_public_key
+
+        kms = aws.client(self.session, "kms")
+        public = aws.call(
+            f"GetPublicKey {kms_key_id}",
+            "check the key id and kms:GetPublicKey on it",
+            kms_public_key,
+            kms_key_id=kms_key_id,
+            client=kms,
+        )
+        if Evidence(self.settings).trust.get(key_id(public)) is None:
+            raise ConfigError(
+                f"the signing key {kms_key_id} (key id {key_id(public)[:16]}) is not trusted here",
+                f"trust it first: `lineage keys trust-kms {kms_key_id}`",
+            )
 
     def upload(self, path: Path, key: str, what: str) -> None:
         """Put a local file in the bucket (model, channel, consent snapshot)."""
@@ -113,10 +136,10 @@ class SageMakerRunner:
         """The configured repository (its credentials, if any, come from the secret)."""
         return self.config.dvc_repo_url, {}
 
-    def stage_consent(self, snapshot_dir: Path, run_id: str) -> str:
-        key = f"consent/{run_id}/snapshot.json"
-        self.upload(snapshot_dir / "snapshot.json", key, "the consent snapshot")
-        return f"s3://{self.config.bucket}/consent/{run_id}/"
+    def stage_input(self, name: str, directory: Path, run_id: str) -> str:
+        for path in sorted(p for p in directory.iterdir() if p.is_file()):
+            self.upload(path, f"{name}/{run_id}/{path.name}", f"the {name} input")
+        return f"s3://{self.config.bucket}/{name}/{run_id}/"
 
     def processing_job(self, spec: ProcessingJobSpec) -> tuple[ProcessingJobSpec, dict[str, Any]]:
         """`spec` placed on SageMaker, and its CreateProcessingJob request."""
@@ -203,9 +226,11 @@ class SageMakerRunner:
         lineage: Mapping[str, Any],
         endpoint_name: str,
         instance_type: str,
+        trusted_keys: str = "",
     ) -> DeployResult:
         """Model, endpoint config and endpoint for `model_data`, tagged with its lineage;
-        waits until the endpoint is InService."""
+        waits until the endpoint is InService. `trusted_keys` (PEM: public keys) make the
+        server refuse a model not signed by one of them."""
         image = self.settings.image_uri("inference")
         stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
         model_name = f"{job_name(f'{model}-v{version}')[:48]}-{stamp[-6:]}"[:63]
@@ -221,7 +246,10 @@ class SageMakerRunner:
             "PrimaryContainer": {
                 "Image": image,
                 "ModelDataUrl": model_data,
-                "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "1"},
+                "Environment": {
+                    "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
+                    **({contract.TRUSTED_KEYS_ENV: trusted_keys} if trusted_keys else {}),
+                },
             },
             "Tags": tags,
         }

@@ -14,12 +14,24 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=None,
+        help="seconds a connection may stay silent before it is closed (default 30)",
+    )
+    parser.add_argument(
         "--private-read",
         action="store_true",
         help="clones and fetches need the token too (always when bound beyond loopback)",
     )
     args = parser.parse_args()
-    serve(args.root, args.host, args.port, public_read=not args.private_read)
+    serve(
+        args.root,
+        args.host,
+        args.port,
+        public_read=not args.private_read,
+        idle_timeout=args.idle_timeout,
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ def valid_repo_name(name: str) -> bool:
 # so the rule is a pre-receive hook (git runs it inside `git http-backend`, for every push,
 # before any ref changes; its stderr reaches the pusher as "remote: ...").
 IMMUTABLE_TAGS_HOOK = """#!/bin/sh
-# model-lineage: dataset tags are immutable (installed by the embedded git server).
+# model-lineage: dataset tags are immutable, and no other ref may take a tag's name
+# (installed by the embedded git server).
 status=0
 while read -r old new ref; do
   case "$ref" in
@@ -57,6 +58,21 @@ while read -r old new ref; do
             "with a new tag instead" >&2
           status=1 ;;
       esac ;;
+    *)
+      short="${ref#refs/*/}"
+      case "$new" in *[!0]*) ;; *) continue ;; esac
+      if git rev-parse --quiet --verify "refs/tags/$short" >/dev/null 2>&1; then
+        echo "refused: $ref would shadow the dataset tag $short (a clone of the name" \
+          "would get this ref's commit instead of the tag's)" >&2
+        status=1
+      else
+        case "$short" in
+          *-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]T[0-9][0-9][0-9][0-9][0-9][0-9]Z-*)
+            echo "refused: $ref is named like a dataset tag (<version>-<UTC time>-<id>);" \
+              "only tags may carry such names" >&2
+            status=1 ;;
+        esac
+      fi ;;
   esac
 done
 exit $status
@@ -105,12 +121,16 @@ def init_bare_repo(root: Path, name: str) -> tuple[Path, bool]:
 TOKEN_ENV = "LINEAGE_GIT_TOKEN"  # noqa: S105 - the variable's name, not a token
 
 
+IDLE_TIMEOUT_S = 30.0  # seconds a connection may stay silent, mid-request or between requests
+
+
 class GitHTTPServer(ThreadingHTTPServer):
     """Pushes and repository creation need the token (HTTP basic auth, any user name, the
     token as password); reads need it too unless `public_read` (the default on loopback).
     Without a token the server is read-only."""
 
     daemon_threads = True
+    request_queue_size = 128  # listen backlog (socketserver's default is 5)
 
     def __init__(
         self, root: Path, address: tuple[str, int], token: str | None, public_read: bool
@@ -137,6 +157,9 @@ class GitRequestHandler(BaseHTTPRequestHandler):
     server: GitHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "lineage-git/1"
+    # A connection that sends nothing (or half a request) for this long is closed: each one
+    # holds a thread, so idle or half-sent connections must not pile up.
+    timeout = IDLE_TIMEOUT_S
 
     # -- routing -------------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -352,7 +375,14 @@ class GitRequestHandler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), format % args)
 
 
-def serve(root: Path, host: str, port: int, *, public_read: bool = True) -> None:
+def serve(
+    root: Path,
+    host: str,
+    port: int,
+    *,
+    public_read: bool = True,
+    idle_timeout: float | None = None,
+) -> None:
     """Serve the repos under `root` until SIGTERM/SIGINT; the token comes from the
     environment (`LINEAGE_GIT_TOKEN`), never from the command line."""
     logging.basicConfig(
@@ -365,6 +395,8 @@ def serve(root: Path, host: str, port: int, *, public_read: bool = True) -> None
     token = os.environ.get(TOKEN_ENV) or None
     if token is None:
         log.warning("%s is not set: the server is read-only (every push is refused)", TOKEN_ENV)
+    if idle_timeout is not None:
+        GitRequestHandler.timeout = idle_timeout
     server = GitHTTPServer(root, (host, port), token, public_read)
 
     def stop(signum: int, _frame: FrameType | None) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lineage import contract
 from lineage.config import merge_env
-from lineage.credentials import private_dir
+from lineage.credentials import private_dir, write_private
 from lineage.errors import ConfigError, LineageError
 
 RUNTIMES = ("process", "docker")
@@ -61,7 +61,7 @@ def output_archive(job_dir: Path) -> Path:
 def fresh_base_dir(jobs_root: Path, name: str, host: str | None = None) -> Path:
     """`<jobs_root>/<name>/opt/ml` (`<jobs_root>/<name>/<host>/opt/ml` for one host of
     several), empty: each run starts from a clean /opt/ml."""
-    job = private_dir(jobs_root / name)  # configs, logs and a failed job's leftovers: owner only
+    job = private_dir(private_dir(jobs_root) / name)  # configs, logs, leftovers: owner only
     home = private_dir(job / host) if host else job
     base = home / "opt" / "ml"
     if base.exists():
@@ -162,6 +162,10 @@ def job_command(
         "--volume",
         f"{base}:{contract.DEFAULT_BASE_DIR}",
     ]
+    key_file = container_vars.get(contract.SIGNING_KEY_FILE_ENV)
+    if key_file:  # the signing key: a read-only mount of the file, never its bytes
+        argv += ["--volume", f"{Path(key_file).resolve()}:{contract.SIGNING_KEY_MOUNT}:ro"]
+        container_vars[contract.SIGNING_KEY_FILE_ENV] = contract.SIGNING_KEY_MOUNT
     if os.getuid() != 0:  # files in the bind mount stay the caller's
         argv += ["--user", f"{os.getuid()}:{os.getgid()}", "--env", "HOME=/tmp"]
     if gpus_available():
@@ -176,15 +180,17 @@ def job_command(
 
 def launch(argv: list[str], env: Mapping[str, str], log_file: Path, stream: bool) -> int:
     """Run the job, copying its output to `log_file` (and to the terminal when `stream`)."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_file.parent)
     if stream and sys.stdout.isatty():
         # A terminal: let the job draw its progress bars itself.
-        log_file.write_text("(output went to the terminal)\n")
+        write_private(log_file, "(output went to the terminal)\n")
         return subprocess.run(argv, env=dict(env), check=False).returncode
     # `with Popen` closes the job's output pipe and reaps it however the copy ends (a failed
     # job, an interrupt): a bare Popen left the pipe to the garbage collector.
     with (
-        log_file.open("w") as log,
+        os.fdopen(  # the job's output may name paths and hosts: owner only
+            os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w"
+        ) as log,
         subprocess.Popen(
             argv,
             env=dict(env),

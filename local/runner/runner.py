@@ -53,8 +53,8 @@ class LocalRunner:
             return url, {}
         return split_credentials(self.settings.repo_url(repo))
 
-    def stage_consent(self, snapshot_dir: Path, run_id: str) -> str:
-        return str(snapshot_dir)  # the runner copies it into the job's /opt/ml
+    def stage_input(self, name: str, directory: Path, run_id: str) -> str:
+        return str(directory)  # the runner copies it into the job's /opt/ml
 
     def _env(self, runtime_env: Mapping[str, str]) -> dict[str, str]:
         return {**self.settings.client_env(), **runtime_env}

@@ -19,11 +19,14 @@ the containers and keeps them, so `up` finds the datasets, runs and models again
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,21 +78,73 @@ def compose_command() -> list[str]:
 
 def bridge_gateway() -> str:
     """The docker bridge network's gateway address: reachable from the host and from every
-    container, whichever network it is on."""
-    gateway = "{{(index .IPAM.Config 0).Gateway}}"
+    container, whichever network it is on.
+
+    Docker Desktop and docker-ce list the gateway in the bridge's IPAM config; Debian's
+    `docker.io` lists only the subnet there. Then the bridge interface's own address
+    (`docker0`, the gateway by construction) is read, and failing that the subnet's first
+    host, which is where dockerd puts the gateway."""
     done = subprocess.run(
-        ["docker", "network", "inspect", "bridge", "--format", gateway],
+        [
+            "docker",
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            '{{json .IPAM.Config}}|{{index .Options "com.docker.network.bridge.name"}}',
+        ],
         capture_output=True,
         text=True,
         check=False,
     )
-    address = done.stdout.strip()
-    if done.returncode != 0 or not address:
-        raise StackError(
-            "cannot read the docker bridge's address (`docker network inspect bridge`)",
-            "set LINEAGE_HOST to an address of this machine that containers can reach",
-        )
-    return address
+    if done.returncode == 0:
+        config, _, interface = done.stdout.strip().partition("|")
+        address = gateway_from_ipam(config, interface or "docker0", interface_address)
+        if address:
+            return address
+    raise StackError(
+        "cannot read the docker bridge's address (`docker network inspect bridge` names no "
+        "gateway or subnet, and the bridge interface has no IPv4 address)",
+        "set LINEAGE_HOST to an address of this machine that containers can reach",
+    )
+
+
+def gateway_from_ipam(
+    ipam_json: str, interface: str, address_of: Callable[[str], str | None]
+) -> str | None:
+    """The gateway from the bridge's IPAM config (`[{"Subnet": ..., "Gateway": ...}]`), else
+    the bridge interface's address, else the first host of the IPv4 subnet."""
+    try:
+        entries = json.loads(ipam_json) or []
+    except ValueError:
+        entries = []
+    configs = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    for entry in configs:
+        if entry.get("Gateway") and ":" not in str(entry["Gateway"]):
+            return str(entry["Gateway"]).split("/")[0]
+    found = address_of(interface)
+    if found:
+        return found
+    for entry in configs:
+        try:
+            subnet = ipaddress.ip_network(str(entry.get("Subnet", "")), strict=False)
+        except ValueError:
+            continue
+        if subnet.version == 4 and subnet.num_addresses > 2:
+            return str(next(subnet.hosts()))
+    return None
+
+
+def interface_address(interface: str) -> str | None:
+    """The IPv4 address of a network interface (`ip -4 -o addr show dev IF`), or None."""
+    done = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "dev", interface],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", done.stdout)
+    return match.group(1) if done.returncode == 0 and match else None
 
 
 def default_project(home: Path) -> str:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lineage.credentials import private_dir
 from lineage.errors import StackError
 
 
@@ -131,9 +132,9 @@ def spawn(
     cwd: Path,
 ) -> int:
     """Start `argv` detached, its output appended to `log_file`; record its pid."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
+    private_dir(log_file.parent)  # logs and pid files: owner only, like the rest of the home
+    private_dir(pid_file.parent)
+    with os.fdopen(os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         log.write(
             f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(argv)}\n".encode()
         )

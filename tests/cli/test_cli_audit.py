@@ -66,7 +66,18 @@ class Audits:
     def audit_record(self, _: Settings, patient_id: str, **kwargs: Any) -> RecordAudit:
         self._ask(patient_id, **kwargs)
         consent = {"status": "granted", "since": "2026-01-01", "events": []}
-        return RecordAudit(patient_id, consent, [hit()], 2, "scan" if kwargs["scan"] else "index")
+        erased = {
+            "seq": 1,
+            "request": "DSR-7",
+            "actor": "dpo",
+            "at": "2026-03-01T00:00:00.000000Z",
+            "records": 2,
+            "scans": [f"{P1}-SCAN-0001"],
+            "dataset_versions": ["v1-x"],
+            "models_trained_on_them": ["cxr/1"],
+        }
+        source = "scan" if kwargs["scan"] else "index"
+        return RecordAudit(patient_id, consent, [hit()], 2, source, erasures=[erased])
 
     def audit_model(self, _: Settings, ref: str, **kwargs: Any) -> ModelAudit:
         self._ask(ref, **kwargs)
@@ -116,6 +127,9 @@ def test_record_audit_prints_the_consent_and_each_model(cli: Cli, audits: Audits
     assert ran.code == 0
     assert f"{P1} (granted since 2026-01-01): in 1 of 2 registered model versions" in ran.stdout
     assert "(from the scan)" in ran.stdout and "@champion" in ran.stdout
+    # the text says what --json says: the patient's data was erased, under which request
+    assert "erased under DSR-7 at 2026-03-01T00:00:00.000000Z by dpo: 2 record(s)" in ran.stdout
+    assert "models trained on them: cxr/1" in ran.stdout
 
 
 def test_model_audit_fails_when_consent_at_training_is_not_proven(cli: Cli, audits: Audits) -> None:

@@ -144,7 +144,7 @@ def _erasure(dry_run: bool) -> Erasure:
     scan.datasets.append(dataset)
     impact = no_impact(Settings(home=Path()), P1)
     plan = ErasurePlan(P1, "2026-02-01T00:00:00.000000Z", [dataset], [scan], [], [], impact, [])
-    return Erasure("REQ-1", "dpo", plan, dry_run, None, [], [], "", "2026-02-01T00:00:05Z", {})
+    return Erasure("REQ-1", "dpo", plan, dry_run, None, [], [], "", "2026-02-01T00:00:05Z", {}, {})
 
 
 def test_erase_passes_the_request_and_the_impact_and_a_dry_run_changes_nothing(

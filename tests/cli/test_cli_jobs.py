@@ -227,10 +227,14 @@ def test_deploy_needs_a_model_serves_on_8080_and_stops_by_port(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deployed: list[tuple[str, int, str]] = []
+    keys: list[str | None] = []
     stopped: list[int | None] = []
 
-    def deploy(_: Settings, ref: str, port: int, runtime: str) -> DeployResult:
+    def deploy(
+        _: Settings, ref: str, port: int, runtime: str, trusted_keys: str | None
+    ) -> DeployResult:
         deployed.append((ref, port, runtime))
+        keys.append(trusted_keys)
         lineage = {"run_id": "r1", "dvc_tag": "v1-x", "data_git_commit_id": "c" * 40}
         model = Materialized(
             model_name="digits",
@@ -258,6 +262,14 @@ def test_deploy_needs_a_model_serves_on_8080_and_stops_by_port(
     assert ran.code == 0 and "digits version 2 (alias champion), run r1" in ran.stdout
     assert cli("deploy", "--model", "digits/2", "--port", "9001", "--runtime", "docker").code == 0
     assert deployed == [("digits@champion", 8080, "process"), ("digits/2", 9001, "docker")]
+    assert cli("deploy", "--model", "digits/2", "--trusted-keys", "/k/auditor.pem").code == 0
+    assert keys == [None, None, "/k/auditor.pem"]
+    for port in ("0", "99999", "-1"):  # refused before anything is made, as a usage error
+        refused = cli("deploy", "--model", "digits/2", "--port", port)
+        assert (
+            refused.code == 2 and "--port" in refused.stderr and "Traceback" not in refused.stderr
+        )
+    assert len(deployed) == 3
     assert cli("deploy", "--stop", "--port", "9001", "--json").json() == {"stopped_ports": [9001]}
     assert "nothing was running (no local endpoint)" in cli("deploy", "--stop").stdout
     assert stopped == [9001, None]

@@ -162,7 +162,9 @@ def test_compare_json_has_both_sides_and_the_record_difference(
     ran = cli("compare", "--model", "digits/1", "--model", "digits/2", "--json")
     assert ran.code == 0, ran.stderr
     shown = ran.json()
-    assert set(shown) == {"a", "b", "summary", "params", "metrics", "records"}
+    assert set(shown) == {
+        "a", "b", "summary", "params", "metrics", "records", "ok", "disagreements"
+    }  # fmt: skip
     assert shown["params"] == [{"name": "epochs", "a": "3", "b": "5", "same": False}]
     assert shown["summary"] == (
         "1 training/validation records added, 0 removed; hyperparameters differ: epochs"

@@ -117,6 +117,7 @@ def launcher(monkeypatch: pytest.MonkeyPatch) -> type[FakeSageMaker]:
     monkeypatch.setattr("lineage.cli.sagemaker.sagemaker_runner", FakeSageMaker)
 
     def snapshot(_: Settings, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
         (directory / "snapshot.json").write_text("{}")
         return directory
 
@@ -156,9 +157,11 @@ def test_sagemaker_pipeline_hands_the_runner_its_configuration_and_the_jobs(
         *("--bucket", "b", "--dvc-repo-url", "https://github.com/acme/cxr-data.git"),
         *("--mlflow-uri", "arn:aws:sagemaker:eu-west-1:1:mlflow-app/a", "--pattern", "record"),
         *("--instance-count", "2", "--instance-type", "ml.g5.xlarge", "--wait", "--json"),
+        *("--signing-kms-key-id", "arn:aws:kms:eu-west-1:1:key/k"),
     )
     assert ran.code == 0, ran.stderr
     ((made),) = launcher.made
+    assert made.config.signing_kms_key_id == "arn:aws:kms:eu-west-1:1:key/k"
     config = made.config
     assert (config.role, config.bucket, config.image_registry) == ("arn:role", "b", ECR)
     assert (config.region, config.poll_s, config.image_tag) == ("eu-west-1", 2.5, "latest")

@@ -110,6 +110,9 @@ def test_pipeline_in_the_images_records_the_same_lineage(
         "data_git_commit_id",
         "weights_sha256",
         "model_sha256",
+        # each run's own signed provenance, and the log head that recorded it
+        "attestation_sha256",
+        "tlog_head",
     }
     assert params["docker"].keys() >= IMAGE_FIELDS and not IMAGE_FIELDS & params["process"].keys()
     assert params["docker"]["image_uri"] == "model-lineage/training:test"

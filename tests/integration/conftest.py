@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from lineage.gitops import git_auth_env
+from lineage.storage import ensure_bucket, s3_client
 from tests.conftest import RunningStack, free_port_block, run_cli
 
 pytestmark = pytest.mark.integration
@@ -96,6 +97,23 @@ def champion(running_stack: RunningStack) -> Champion:
     )
     assert promoted.returncode == 0, promoted.stderr
     return Champion(name, version, str(result["processing"]["tag"]), result)
+
+
+def private_registry_env(running_stack: RunningStack, home: Path) -> dict[str, str]:
+    """The stack's settings with a consent registry, lineage index and DVC bucket of their own.
+
+    Modules that publish the synthetic cohort on the session's stack each get one: the cohort
+    is deterministic, so two registries would otherwise push the same patients' scans to the
+    same remote objects, and one module's erasure would delete (or keep, as another
+    registry's record) the bytes another module's datasets point at."""
+    bucket = f"dvc-{uuid.uuid4().hex[:12]}"
+    ensure_bucket(s3_client(running_stack.settings), bucket)
+    return {
+        **running_stack.env,
+        "LINEAGE_CONSENT_DB": f"sqlite:///{home / 'consent.db'}",
+        "LINEAGE_INDEX_DB": f"sqlite:///{home / 'index.db'}",
+        "LINEAGE_DVC_BUCKET": bucket,
+    }
 
 
 @dataclass

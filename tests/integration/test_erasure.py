@@ -8,25 +8,37 @@ seen by no other test.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import stat
+import subprocess
+import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow.artifacts
+import numpy as np
 import pytest
 from botocore.exceptions import ClientError
+from mlflow.tracking import MlflowClient
+from PIL import Image
 from sqlalchemy import create_engine, text
 
 from lineage import manifest
 from lineage.config import Settings
 from lineage.dvcremote import DvcRemote
+from lineage.gitops import git_auth_env
 from lineage.storage import s3_client
+from lineage.transforms import to_array
 from local.stack import LocalStack
 from processing.sources import synthetic_cxr
 from tests.conftest import run_cli, stack_env
+from tests.helpers import checkout_with_plain_dvc
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +55,7 @@ class World:
     patient: str
     rows: dict[str, list[manifest.ManifestRow]]  # version -> manifest rows
     listing: dict[str, dict[str, str]]  # version -> relpath -> md5
+    model_artifact: str = ""  # the training job's model.tar.gz
 
     def cli(self, *args: str, expect: int = 0, timeout: float = 900) -> dict[str, Any]:
         out = run_cli(*args, "--json", env=self.env, timeout=timeout)
@@ -60,6 +73,11 @@ class World:
             for r in rows
             if r.patient_id == self.patient
         }
+
+
+def _on_disk(volumes: Path, data: bytes) -> bool:
+    """Whether any of the embedded store's volume files holds these bytes, as they are."""
+    return any(data in volume.read_bytes() for volume in volumes.rglob("*.dat"))
 
 
 def _exists(remote: DvcRemote, md5: str) -> bool:
@@ -120,6 +138,7 @@ def _build(env: dict[str, str], settings: Settings, home: Path) -> World:
         repo,
     )
     base.model = f"{repo}/{trained['model_version']}"
+    base.model_artifact = str(trained["model_artifact"])
     base.cli("index", "rebuild")
     remote = base.remote()
     for version, tag in base.tags.items():
@@ -132,7 +151,11 @@ def _build(env: dict[str, str], settings: Settings, home: Path) -> World:
     in_both = {r.patient_id for r in base.rows["v1.0"] if r.split == "train"} & {
         r.patient_id for r in base.rows["v1.1"]
     }
-    base.patient = sorted(in_both)[0]
+    # the one with the most scans: the erasure test deletes one object itself first (a crashed
+    # earlier run) and checks the disk for the rest, so there must be a rest
+    scans = {p: {r.scan_id for r in base.rows["v1.1"] if r.patient_id == p} for p in in_both}
+    base.patient = max(sorted(in_both), key=lambda p: len(scans[p]))
+    assert len(scans[base.patient]) >= 2, scans
     return base
 
 
@@ -142,17 +165,168 @@ def test_a_patient_who_still_consents_is_not_erased(world: World) -> None:
     assert all(_exists(world.remote(), md5) for md5 in world.patient_md5s())
 
 
-def test_erasure_removes_every_copy_and_lineage_keeps_working(world: World, tmp_path: Path) -> None:
+def _arrays(value: Any) -> Iterator[np.ndarray]:
+    """Every numeric array (nested lists of numbers) in a parsed JSON document."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _arrays(item)
+    elif isinstance(value, list) and value:
+        try:
+            array = np.asarray(value, dtype=np.float32)
+        except (ValueError, TypeError):
+            for item in value:
+                yield from _arrays(item)
+        else:
+            if array.size > 1:
+                yield array
+
+
+def test_no_model_artifact_carries_a_record(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file of the registered model (as MLflow hands it out) and of the job's
+    model.tar.gz: none holds any record's image bytes (train, validation or test), the middle
+    of any image as the network sees it, or an array equal to one (the input example was
+    two real test scans once)."""
+    remote = world.remote()
+    pngs = [
+        data
+        for row in world.rows["v1.0"]
+        if (data := remote.read(world.listing["v1.0"][row.file_path])) is not None
+    ]
+    assert len(pngs) == len(world.rows["v1.0"])
+    name, version = world.model.split("/")
+    # MLflow resolves models:/ through the registry of the environment's tracking URI
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.settings.mlflow_uri)
+    registered = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}",
+            dst_path=str(tmp_path / "registered"),
+        )
+    )
+    with tarfile.open(world.model_artifact) as archive:
+        archive.extractall(tmp_path / "tar", filter="data")
+    files = [p for root in (registered, tmp_path / "tar") for p in root.rglob("*") if p.is_file()]
+    assert any(p.name == "MLmodel" for p in files) and any(p.suffix == ".pt" for p in files)
+    examples = [p for p in files if "example" in p.name]
+    assert examples, "MLflow's input example files are scanned too"
+    found_arrays = [
+        a for p in files if p.suffix == ".json" for a in _arrays(json.loads(p.read_text()))
+    ]
+    for png in pngs:
+        seen = to_array(Image.open(io.BytesIO(png)))
+        flat = seen.tobytes()
+        middle = flat[len(flat) // 2 : len(flat) // 2 + 512]
+        for path in files:
+            data = path.read_bytes()
+            assert png not in data and middle not in data, path
+        for array in found_arrays:
+            if array.size == seen.size:
+                assert not np.allclose(array.reshape(seen.shape), seen, atol=1e-4)
+
+
+def _publish_unfiltered_copy(world: World, tmp_path: Path) -> str:
+    """What an older release published from a patient source with `--pattern dataset`: v1.0's
+    scans (one other patient's left out, so it is its own DVC directory) in a version no
+    consent registry filtered (no consent head in its dataset.json). Made with the stock git
+    and DVC CLIs; its tag."""
+    url = world.settings.repo_url(world.repo)
+    checkout = tmp_path / "legacy"
+    dataset = checkout_with_plain_dvc(world, url, world.tags["v1.0"], checkout)
+    rows = manifest.parse((dataset / manifest.MANIFEST_NAME).read_text())
+    dropped = next(r for r in rows if r.patient_id != world.patient)
+    (dataset / dropped.file_path).unlink()
+    lines = (dataset / manifest.MANIFEST_NAME).read_text().splitlines(keepends=True)
+    kept = [line for line in lines if f",{dropped.file_path}," not in line]
+    (dataset / manifest.MANIFEST_NAME).write_text("".join(kept))
+    metadata = json.loads((checkout / manifest.DATASET_METADATA).read_text())
+    metadata = {k: v for k, v in metadata.items() if not k.startswith("consent")}
+    (checkout / manifest.DATASET_METADATA).write_text(
+        json.dumps({**metadata, "pattern": "dataset"})
+    )
+    token = ("lineage", world.settings.credentials.git_token)
+    env = {
+        **os.environ,
+        **world.settings.client_env(),
+        **git_auth_env([(world.settings.git_url, token)]),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    tag = f"legacy-{uuid.uuid4().hex[:6]}"
+    for command in (
+        [sys.executable, "-m", "dvc", "add", "--quiet", manifest.DATASET_DIR],
+        [sys.executable, "-m", "dvc", "push", "--quiet"],
+        ["git", "add", "-A"],
+        [
+            "git",
+            "-c",
+            "user.name=old",
+            "-c",
+            "user.email=old@lineage.invalid",
+            "commit",
+            "-qm",
+            tag,
+        ],
+        ["git", "tag", tag],
+        ["git", "push", "--quiet", "origin", f"refs/tags/{tag}"],
+    ):
+        done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    return tag
+
+
+def _register_legacy_version(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A version as releases before synthetic examples registered it: the model's files with
+    one of the patient's scans, as the network sees it, in `input_example.json` (logged to
+    the same run, registered with the same lineage tags). Its ref."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.settings.mlflow_uri)
+    client = MlflowClient(world.settings.mlflow_uri)
+    name, version = world.model.split("/")
+    current = client.get_model_version(name, version)
+    model = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{world.model}", dst_path=str(tmp_path / "legacy-model")
+        )
+    )
+    row = next(r for r in world.rows["v1.0"] if r.patient_id == world.patient)
+    scan = world.remote().read(world.listing["v1.0"][row.file_path])
+    assert scan is not None
+    seen = to_array(Image.open(io.BytesIO(scan)))
+    example = {"inputs": np.stack([np.zeros_like(seen), seen]).tolist()}
+    (model / "input_example.json").write_text(json.dumps(example))
+    assert current.run_id is not None
+    client.log_artifacts(current.run_id, str(model), "legacy_model")
+    legacy = client.create_model_version(
+        name, f"runs:/{current.run_id}/legacy_model", current.run_id, tags=current.tags
+    )
+    world.cli("index", "rebuild")
+    return f"{name}/{legacy.version}"
+
+
+def test_erasure_removes_every_copy_and_lineage_keeps_working(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     remote = world.remote()
     md5s = world.patient_md5s()
     assert md5s
     others = {md5 for listing in world.listing.values() for md5 in listing.values()} - md5s
     world.cli("consent", "withdraw", world.patient, "--reason", "patient request")
+    # the same patient's scans in a version no registry filtered: theirs too, not "another
+    # record's" (sharing is judged by person, not only by bytes)
+    legacy = _publish_unfiltered_copy(world, tmp_path)
+    holding = {*world.tags.values(), legacy}
+    # and a version registered when examples were real scans: it carries the patient's pixels
+    carrier = _register_legacy_version(world, tmp_path, monkeypatch)
+    trained = sorted([world.model, carrier])
 
     planned = world.cli("erase", world.patient, "--request", REQUEST, "--actor", "dpo", "--dry-run")
     assert {o["md5"] for o in planned["plan"]["objects"]} == md5s
-    assert {d["tag"] for d in planned["plan"]["datasets"]} == set(world.tags.values())
-    assert planned["plan"]["models"] == [world.model]
+    assert planned["plan"]["kept"] == []
+    assert {d["tag"] for d in planned["plan"]["datasets"]} == holding
+    assert sorted(planned["plan"]["models"]) == trained
+    carrying = planned["plan"]["models_carrying_pixels"]
+    assert [(c["model"], c["files"]) for c in carrying] == [(carrier, ["input_example.json"])]
+    assert len(carrying[0]["scans"]) == 1 and carrying[0]["scans"][0] in md5s
     assert all(_exists(remote, md5) for md5 in md5s), "the dry run changed something"
 
     # a failed job's kept leftovers: a checkout of v1.0 and its DVC cache hold the bytes too
@@ -170,6 +344,11 @@ def test_erasure_removes_every_copy_and_lineage_keeps_working(world: World, tmp_
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_bytes(data)
 
+    # the bytes of every object, to search the store's disk for them afterwards
+    contents = {md5: remote.read(md5) for md5 in md5s}
+    volumes = world.settings.home / "s3"
+    assert all(_on_disk(volumes, data) for data in contents.values() if data)
+
     # a crashed earlier run had already deleted one object, without recording anything
     crashed = sorted(md5s)[0]
     remote.client.delete_object(Bucket=remote.bucket, Key=remote.key(crashed))
@@ -178,13 +357,23 @@ def test_erasure_removes_every_copy_and_lineage_keeps_working(world: World, tmp_
         "erase", world.patient, "--request", REQUEST, "--actor", "dpo", "--out", str(tmp_path)
     )
     assert not any(_exists(remote, md5) for md5 in md5s)  # gone from S3, every version
+    # and from the store's disk: SeaweedFS only marks a deleted needle; the erasure compacted
+    # the volumes until none of the objects it read before deleting was found
+    searched = md5s - {crashed}  # the crashed run's object: its bytes could not be searched
+    assert all(contents[md5] for md5 in searched)
+    assert [md5 for md5 in searched if _on_disk(volumes, contents[md5] or b"-")] == []
+    for md5 in searched:
+        assert erased["absence"][md5]["disk"].startswith("found before the delete in "), md5
+        assert "versions" in erased["absence"][md5] and "404" in erased["absence"][md5]["store_api"]
+    assert erased["absence"][crashed]["disk"].startswith("vacuumed; NOT confirmed")
     assert all(_exists(remote, md5) for md5 in others)  # nobody else's object touched
     assert {t["md5"] for t in erased["event"]["tombstones"]} == md5s
     assert sorted(erased["deleted_files"]) == sorted(str(c) for c in copies)
     assert not any(c.exists() for c in copies)
     assert erased["event"]["patient_key"] != world.patient  # a keyed hash, not the id
     assert '"patient_id"' not in json.dumps(erased["event"])
-    assert erased["to_retrain_or_retire"] == [world.model]
+    assert sorted(erased["to_retrain_or_retire"]) == trained
+    assert carrier in Path(erased["evidence"]["html"]).read_text()
     for path in erased["evidence"].values():
         assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600
         assert '"patient_id"' not in Path(path).read_text()
@@ -200,8 +389,8 @@ def test_erasure_removes_every_copy_and_lineage_keeps_working(world: World, tmp_
 
     audit = world.cli("audit", "record", world.patient)
     assert [e["request"] for e in audit["erasures"]] == [REQUEST]
-    assert set(audit["erasures"][0]["dataset_versions"]) == set(world.tags.values())
-    assert audit["erasures"][0]["models_trained_on_them"] == [world.model]
+    assert set(audit["erasures"][0]["dataset_versions"]) == holding
+    assert sorted(audit["erasures"][0]["models_trained_on_them"]) == trained
 
 
 def test_an_object_missing_without_a_tombstone_still_fails(world: World) -> None:
@@ -260,3 +449,25 @@ def test_a_second_erasure_of_the_same_patient_finds_nothing_left(world: World) -
     again = world.cli("erase", world.patient, "--request", "DPO-2026-0043", "--actor", "dpo")
     assert again["plan"]["objects"] == [] and again["deleted_objects"] == []
     assert set(again["plan"]["already_erased"]) == world.patient_md5s()
+    assert again["follow_up_of"] == [REQUEST] and again["returned_objects_deleted"] == []
+
+
+def test_erased_data_that_comes_back_is_reported_and_deleted_by_a_follow_up(
+    world: World,
+) -> None:
+    """A run (or a restore from backup) pushes an erased object back to the remote: `verify`
+    fails on it, and the next `erase` of the patient deletes it as a follow-up of the
+    original request."""
+    remote = world.remote()
+    back = sorted(world.patient_md5s())[0]
+    remote.client.put_object(Bucket=remote.bucket, Key=remote.key(back), Body=b"restored")
+    verified = world.cli("verify", "--tag", world.tags["v1.0"], "--repo", world.repo, expect=1)
+    assert not verified["ok"]
+    assert f"erased under {REQUEST} but present again" in json.dumps(verified["problems"])
+    again = world.cli("erase", world.patient, "--request", "DPO-2026-0044", "--actor", "dpo")
+    assert again["returned_objects_deleted"] == [back]
+    assert again["deleted_objects"] == [remote.object_url(back)]
+    assert not _exists(remote, back)
+    assert REQUEST in again["follow_up_of"]
+    assert f"Follow-up of {REQUEST}" in Path(again["evidence"]["html"]).read_text()
+    assert world.cli("verify", "--tag", world.tags["v1.0"], "--repo", world.repo)["ok"]

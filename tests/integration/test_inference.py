@@ -141,6 +141,67 @@ def test_bad_inputs_get_json_errors_and_the_server_survives(endpoint: dict[str, 
         assert good.status_code == 200 and "label" in good.json()
 
 
+def _server_pid(endpoint: dict[str, Any]) -> int:
+    return int(endpoint["pid"])
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_huge_or_endless_request_head_is_refused_and_memory_stays_bounded(
+    endpoint: dict[str, Any],
+) -> None:
+    """Headers that never end (sent as fast as the socket takes them): 431 and a closed
+    connection after 64 KiB, before the HTTP parser holds them; /ping keeps answering and
+    the server's memory does not grow with what the client sends."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint["endpoint"])
+    pid = _server_pid(endpoint)
+    before = _rss_mb(pid)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as conn:
+        conn.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nX-Junk: ")
+        answer = b""
+        try:
+            for _ in range(5 * 1024):  # up to 300 MB, if the server never stopped us
+                conn.sendall(b"a" * 60 * 1024)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            answer = conn.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+    assert answer.startswith(b"HTTP/1.1 431") or answer == b"", answer[:80]
+    assert httpx.get(f"{endpoint['endpoint']}/ping", timeout=5).status_code == 200
+    assert _rss_mb(pid) - before < 50, (before, _rss_mb(pid))
+
+
+def test_a_client_gone_mid_body_leaves_no_traceback_in_the_log(
+    endpoint: dict[str, Any],
+) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint["endpoint"])
+    log = Path(endpoint["log"])
+    size_before = log.stat().st_size
+    for _ in range(5):
+        with socket.create_connection((url.hostname, url.port), timeout=30) as conn:
+            conn.sendall(
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"\0" * 1000
+            )
+    assert httpx.get(f"{endpoint['endpoint']}/ping", timeout=5).status_code == 200
+    time.sleep(0.5)  # the server notices the closed sockets (not a readiness wait)
+    written = log.read_bytes()[size_before:].decode(errors="replace")
+    assert "Traceback" not in written, written[-2000:]
+
+
 def test_ping_stays_fast_under_16_concurrent_clients(endpoint: dict[str, Any]) -> None:
     url = endpoint["endpoint"]
     body = _png_bytes()
@@ -298,7 +359,12 @@ def test_stop_without_a_port_stops_every_local_endpoint(
 ) -> None:
     """`deploy --stop` used to stop only 8080 and say nothing ran while others did. A home of
     its own keeps this test's endpoints apart from the rest of the session's."""
-    env = {**running_stack.env, "LINEAGE_HOME": str(tmp_path / "home")}
+    env = {
+        **running_stack.env,
+        "LINEAGE_HOME": str(tmp_path / "home"),
+        # the models were signed by the session home's key: this home trusts it
+        "LINEAGE_TRUSTED_KEYS": str(running_stack.settings.home / "keys" / "trust.json"),
+    }
     ports = []
     for _ in range(2):
         port = free_port_block(1)  # picked after the first endpoint holds its port

@@ -218,7 +218,7 @@ def test_weights_swapped_in_the_artifact_store_are_caught_by_trace_and_deploy(
     traced = run_cli("trace", "--model", trained.ref, "--json", env=running_stack.env)
     assert traced.returncode == 1
     failed = {c["name"] for c in json.loads(traced.stdout)["checks"] if not c["ok"]}
-    assert failed == {"model weights", "model files"}
+    assert failed == {"model weights", "model files", "signature"}  # model.sig names it too
     assert "chain NOT verified" in traced.stderr
 
     port = str(free_port_block(1))
@@ -284,7 +284,9 @@ def test_an_endpoint_serving_other_weights_fails_the_trace(
         )
         assert out.returncode == 1
         failed = [c["name"] for c in json.loads(out.stdout)["checks"] if not c["ok"]]
-        assert failed == ["endpoint weights"]
+        # the server was started without trusted keys (it would refuse these weights with
+        # them): it did not check the signature, and the trace says so too
+        assert failed == ["endpoint weights", "endpoint signature"]
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -52,7 +52,7 @@ def query(stack: RunningStack, *args: str, timeout: float = 300) -> dict[str, An
 def test_demo_runs_the_whole_scenario(demo: Demo) -> None:
     result = demo.result
     steps = [step["name"] for step in result["steps"]]
-    assert steps[0] == "stack up" and len(steps) == 9
+    assert steps[0] == "stack up" and len(steps) == 11
     assert all(step["seconds"] >= 0 for step in result["steps"])
     assert result["fractions"] == [0.1, 0.2]
     v1, v2 = (result["versions"][v]["training"] for v in ("v1.0", "v2.0"))
@@ -63,6 +63,11 @@ def test_demo_runs_the_whole_scenario(demo: Demo) -> None:
         p["model"] == f"{demo.name}/{better['model_version']}" for p in result["predictions"]
     )
     assert result["trace"]["ok"] and result["reproduction"]["ok"]
+    # the demo ends as an auditor would: the champion's bundle, verified in another process
+    # with an empty home (and no network where unshare -n works)
+    evidence = result["evidence"]
+    assert steps[-1].startswith("verify the bundle offline") and evidence["ok"], evidence
+    assert {c["name"] for c in evidence["checks"]} >= {"tree head", "model provenance"}
 
 
 def test_trace_gives_one_chain_from_every_starting_point(
@@ -267,7 +272,7 @@ def test_deleted_tag_breaks_the_trace(running_stack: RunningStack, unique: Uniqu
     try:
         traced = run_cli("trace", "--model", unique.ref, env=running_stack.env)
         assert traced.returncode != 0
-        assert f"tag {unique.tag} no longer exists" in traced.stderr
+        assert f"tag {unique.tag} does not exist" in traced.stderr
         assert traced.stdout == ""  # nothing that looks like a chain
     finally:
         subprocess.run([*git_dir, "update-ref", ref, original], check=True)

@@ -21,12 +21,11 @@ from mlflow.tracking import MlflowClient
 from lineage import manifest
 from lineage.audit.queries import audit_excluded, audit_record, impact
 from lineage.config import Settings
-from lineage.consent.anchor import ConsentAnchor
 from lineage.ops.deploy import running_endpoints
 from lineage.storage import s3_client
 from tests.conftest import RunningStack, free_port_block, run_cli
 from tests.helpers import checkout_with_plain_dvc, ok
-from tests.integration.conftest import DemoRun, demo_run
+from tests.integration.conftest import DemoRun, demo_run, private_registry_env
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +41,7 @@ def scenario(
     running_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Scenario]:
     """`lineage demo --pattern record`, with its own consent registry and index."""
-    home = tmp_path_factory.mktemp("record")
-    env = {
-        **running_stack.env,
-        "LINEAGE_CONSENT_DB": f"sqlite:///{home / 'consent.db'}",
-        "LINEAGE_INDEX_DB": f"sqlite:///{home / 'index.db'}",
-    }
+    env = private_registry_env(running_stack, tmp_path_factory.mktemp("record"))
     repo = f"patients-{uuid.uuid4().hex[:6]}"
     name = f"cxr-{repo}"
     with demo_run(env, repo, name, "--pattern", "record", "--fractions", "0.5,0.5") as (
@@ -55,6 +49,14 @@ def scenario(
         result,
     ):
         yield Scenario(env, repo, name, port, result)
+
+
+def own(scenario: Scenario, hits: list[dict[str, Any]], *names: str) -> list[str]:
+    """The models among `hits` that are this module's (its scenario's, or `names`): other
+    modules on the session's stack publish the same deterministic cohort, and the audits
+    rightly find their models too."""
+    prefixes = (f"{scenario.name}/", *(f"{name}/" for name in names))
+    return [h["model"] for h in hits if h["model"].startswith(prefixes)]
 
 
 def cli(scenario: Scenario, *args: str, expect: int = 0) -> dict[str, Any]:
@@ -154,8 +156,8 @@ def test_audit_record_finds_withdrawn_patients_in_v1_only(scenario: Scenario) ->
     v1 = scenario.ref("v1.0")
     for patient in scenario.withdrawn:
         answer = cli(scenario, "audit", "record", patient)
-        assert [m["model"] for m in answer["models"]] == [v1]
-        hit = answer["models"][0]
+        assert own(scenario, answer["models"]) == [v1]
+        hit = next(m for m in answer["models"] if m["model"] == v1)
         assert hit["splits"] == ["train"] and hit["scans"]
         assert all(s["scan_id"].startswith(f"{patient}-SCAN-") for s in hit["scans"])
         assert hit["consent_at_training"] == "granted"
@@ -177,7 +179,7 @@ def test_audit_excluded_passes_for_v2_and_fails_for_v1(scenario: Scenario) -> No
     failed = cli(scenario, "audit", "excluded", patient, "--model", v1, expect=1)
     assert [h["model"] for h in failed["in_use"]] == [v1]
     overall = cli(scenario, "audit", "excluded", patient, expect=1)
-    assert [h["model"] for h in overall["in_use"]] == [v1] and overall["violations"] == []
+    assert own(scenario, overall["in_use"]) == [v1] and not own(scenario, overall["violations"])
     assert v2 in overall["clean"]
     # a date after which v1 was trained: v1 becomes a violation, not just "still in use"
     since = "2000-01-01"
@@ -206,14 +208,19 @@ def test_impact_lists_the_model_its_alias_and_endpoint(scenario: Scenario) -> No
         answer = cli(scenario, "impact", scenario.withdrawn[1])
     finally:
         run_cli("deploy", "--stop", "--port", str(port), env=scenario.env)
-    assert [m["model"] for m in answer["models"]] == [v1]
-    assert answer["aliases"] == [f"{scenario.name}@previous"]
-    assert answer["endpoints"] == [{"url": f"http://127.0.0.1:{port}", "model": v1}]
-    assert answer["datasets"] == [scenario.tag("v1.0")]
+    assert own(scenario, answer["models"]) == [v1]
+    ours = [a for a in answer["aliases"] if a.startswith(f"{scenario.name}@")]
+    assert ours == [f"{scenario.name}@previous"]
+    assert own(scenario, answer["endpoints"]) == [v1]
+    assert {"url": f"http://127.0.0.1:{port}", "model": v1} in answer["endpoints"]
+    assert scenario.tag("v1.0") in answer["datasets"]
+    assert scenario.tag("v2.0") not in answer["datasets"]
     # the demo's own impact step saw v1 deployed as champion on its endpoint
     first = scenario.result["impacts"][0]
-    assert first["aliases"] == [f"{scenario.name}@champion"]
-    assert first["endpoints"][0]["model"] == v1
+    assert [a for a in first["aliases"] if a.startswith(f"{scenario.name}@")] == [
+        f"{scenario.name}@champion"
+    ]
+    assert own(scenario, first["endpoints"]) == [v1]
 
 
 def _without_source(data: dict[str, Any]) -> dict[str, Any]:
@@ -278,7 +285,7 @@ def test_a_missing_manifest_or_stale_index_fails_closed(
         rebuilt = cli(scenario, "index", "rebuild")
         assert rebuilt["models"] >= 3
         answer = cli(scenario, "audit", "record", scenario.withdrawn[0])
-        assert sorted(m["model"] for m in answer["models"]) == sorted(
+        assert sorted(own(scenario, answer["models"], stale_name)) == sorted(
             [scenario.ref("v1.0"), f"{stale_name}/1"]
         )
     finally:
@@ -328,17 +335,22 @@ def test_the_report_is_self_contained_and_names_the_withdrawals(
     assert not demo_report["verdict"]["action_required"]
 
 
-def test_a_truncated_consent_log_is_caught_even_with_its_head_file_rolled_back(
+def test_a_truncated_consent_log_is_caught_even_with_its_local_anchors_rolled_back(
     scenario: Scenario, tmp_path: Path
 ) -> None:
     """Someone with write access to the consent database deletes the newest events (a
-    withdrawn patient would read as granted again). The head file catches it; if they could
-    also roll the head file back, the consent head v2.0's runs recorded in MLflow still do."""
+    withdrawn patient would read as granted again). The transparency log catches it; if they
+    could also rebuild its leaves and roll its witness file back, the consent head and the
+    signed tree head v2.0's runs recorded in MLflow still do."""
     settings = Settings.from_env(scenario.env)
     db = Path(settings.consent_db.removeprefix("sqlite:///"))
-    head_file = ConsentAnchor.for_database(settings.home, settings.consent_db).head_file
     v2_head = int(scenario.result["versions"]["v2.0"]["processing"]["consent"]["consent_head_seq"])
-    saved_heads = head_file.read_text()
+    with sqlite3.connect(db) as connection:
+        (log_id,) = connection.execute(
+            "SELECT value FROM tlog_meta WHERE name = 'log_id'"
+        ).fetchone()
+    witness = settings.home / "tlog-heads" / f"{log_id}.jsonl"
+    saved_witness = witness.read_text()
     with sqlite3.connect(db) as live, sqlite3.connect(tmp_path / "backup.db") as backup:
         live.backup(backup)
     try:
@@ -347,23 +359,36 @@ def test_a_truncated_consent_log_is_caught_even_with_its_head_file_rolled_back(
                 "DELETE FROM consent_events WHERE seq = (SELECT MAX(seq) FROM consent_events)"
             )
         out = run_cli("consent", "verify", env=scenario.env)
-        assert out.returncode != 0 and "events were deleted from the database" in out.stderr
+        assert out.returncode != 0 and "events were deleted" in out.stderr
         out = run_cli("audit", "record", scenario.withdrawn[0], env=scenario.env)
         assert out.returncode != 0 and "events were deleted" in out.stderr
 
+        # the rollback: events from v2.0's head on, and every leaf from the first of them on,
+        # deleted; the signed heads deleted; the witness file cut back to before them
         with sqlite3.connect(db) as connection:
             connection.execute(f"DELETE FROM consent_events WHERE seq >= {v2_head}")
-        kept = [line for line in saved_heads.splitlines() if json.loads(line)["seq"] < v2_head]
-        head_file.write_text("".join(f"{line}\n" for line in kept))
+            first = min(
+                idx
+                for idx, entry in connection.execute(
+                    "SELECT idx, entry FROM tlog_leaves WHERE kind = 'consent'"
+                )
+                if json.loads(entry)["seq"] >= v2_head
+            )
+            connection.execute(f"DELETE FROM tlog_leaves WHERE idx >= {first}")
+            connection.execute("DELETE FROM tlog_heads")
+        kept = [line for line in saved_witness.splitlines() if json.loads(line)["size"] < first]
+        witness.write_text("".join(f"{line}\n" for line in kept))
         offline = run_cli("consent", "verify", "--offline", env=scenario.env)
         assert offline.returncode == 0, offline.stderr  # the local anchors were rolled back too
         online = run_cli("consent", "verify", env=scenario.env)
         assert online.returncode != 0
         assert f"event {v2_head} was anchored (MLflow run" in online.stderr
+        logged = run_cli("log", "verify", env=scenario.env)
+        assert logged.returncode != 0 and "was truncated" in logged.stderr
     finally:
         with sqlite3.connect(tmp_path / "backup.db") as backup, sqlite3.connect(db) as live:
             backup.backup(live)
-        head_file.write_text(saved_heads)
+        witness.write_text(saved_witness)
     assert cli(scenario, "consent", "verify")["external_anchors"] >= 4
 
 

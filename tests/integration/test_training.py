@@ -335,7 +335,8 @@ def test_empty_train_split_fails(running_stack: RunningStack, tmp_path: Path) ->
             repo.dataset_dir / manifest.MANIFEST_NAME,
             [manifest.ManifestRow("test/a/x.png", "x", "test", "a", file_sha256(image))],
         )
-        repo.publish(tag, "only a test split", {"source": "handmade", "data_version": "e1"})
+        published = repo.publish(tag, "only a test split")
+        repo.push_tag(published, {"source": "handmade", "data_version": "e1"})
     finally:
         os.environ.clear()
         os.environ.update(env_backup)

@@ -203,3 +203,23 @@ def test_a_home_that_is_a_file_is_left_for_stack_up_to_explain(tmp_path: Path) -
     assert settings.stack_runtime == "process"
     with pytest.raises(StackError, match="not a directory"):
         LocalStack(settings).up()
+
+
+def test_the_bridge_address_is_found_when_dockerd_lists_no_gateway() -> None:
+    """Debian's docker.io lists the bridge's subnet but no gateway in its IPAM config: the
+    bridge interface's address is used, else the subnet's first host (where dockerd puts
+    the gateway); a listed gateway wins over both."""
+    from local.stack.compose import gateway_from_ipam
+
+    def no_interface(_: str) -> str | None:
+        return None
+
+    listed = '[{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]'
+    assert gateway_from_ipam(listed, "docker0", lambda _: "10.9.9.9") == "172.17.0.1"
+    subnet_only = '[{"Subnet": "172.18.0.0/16"}]'
+    assert gateway_from_ipam(subnet_only, "docker0", lambda name: "172.18.0.1") == "172.18.0.1"
+    assert gateway_from_ipam(subnet_only, "docker0", no_interface) == "172.18.0.1"
+    v6_then_v4 = '[{"Subnet": "fd00::/64", "Gateway": "fd00::1"}, {"Subnet": "10.5.0.0/24"}]'
+    assert gateway_from_ipam(v6_then_v4, "docker0", no_interface) == "10.5.0.1"
+    assert gateway_from_ipam("null", "docker0", no_interface) is None
+    assert gateway_from_ipam("not json", "docker0", no_interface) is None

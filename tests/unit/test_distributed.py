@@ -203,3 +203,38 @@ def test_after_one_host_fails_the_runner_stops_the_rest_with_their_children(
     time.sleep(0.5)
     stat = Path(f"/proc/{pid}/stat")
     assert not stat.exists() or stat.read_text().split()[2] == "Z"  # the host's child is gone too
+
+
+def test_a_follower_stays_until_the_leaders_process_has_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After training the leader exports, signs and registers; a follower that exited then
+    would make `docker compose up --abort-on-container-exit` (the SDK's local mode) kill the
+    leader mid-registration. The follower leaves only once the leader's store is gone."""
+    monkeypatch.setattr(distributed, "LEADER_POLL_S", 0.1)
+    leader_cluster, follower_cluster = _clusters(_free_port())
+    leader_may_end = threading.Event()
+    follower_left = threading.Event()
+
+    def lead() -> None:
+        with joined(leader_cluster) as group:
+            group.report("ok")
+            group.wait_for_all(deadline_s=60)
+            leader_may_end.wait(60)  # "registering"
+        del group  # the process ends: its store with it
+
+    def follow() -> None:
+        with joined(follower_cluster) as group:
+            group.report("ok")
+            group.wait_for_all(deadline_s=60)
+            group.outlive_leader(deadline_s=60)
+        follower_left.set()
+
+    leader = threading.Thread(target=lead, daemon=True)
+    follower = threading.Thread(target=follow, daemon=True)
+    leader.start()
+    follower.start()
+    assert not follower_left.wait(2), "the follower left while the leader was registering"
+    leader_may_end.set()
+    leader.join(timeout=30)
+    assert follower_left.wait(30), "the follower did not leave once the leader had ended"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lineage.attest.tlog import LogKeys
 from lineage.consent.anchor import ConsentAnchor
 from lineage.consent.events import ConsentIntegrityError
 from lineage.erasure.log import ErasureLog, Tombstone
@@ -14,7 +15,11 @@ from tests.helpers import edit
 
 
 def _log(url: str, home: Path) -> ErasureLog:
-    return ErasureLog(url, anchor=ConsentAnchor.for_database(home, url, log="erasure"))
+    return ErasureLog(
+        url,
+        anchor=ConsentAnchor.for_database(home, url, log="erasure"),
+        log_keys=LogKeys.of_home(home),
+    )
 
 
 def _stones(n: int, prefix: str) -> list[Tombstone]:

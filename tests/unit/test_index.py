@@ -149,6 +149,54 @@ def test_the_freshness_check_names_what_the_index_misses_or_still_holds(tmp_path
         index.check_fresh(mlflow.client)
 
 
+def test_sync_indexes_what_the_registry_gained_and_forgets_what_it_lost(tmp_path: Path) -> None:
+    mlflow = _registry()
+    index = LineageIndex(f"sqlite:///{tmp_path / 'index.db'}")
+    index.rebuild(mlflow.client)
+    mlflow.register("cxr", "4", _rows("d2", patients=5), trained="2026-01-04")
+    del mlflow.versions[("cxr", "1")]
+    assert index.sync(mlflow.client) == 2
+    index.check_fresh(mlflow.client)
+    assert ("cxr", "4", "run-cxr-4") in index.indexed_versions()
+    assert index.sync(mlflow.client) == 0
+
+
+def test_deleted_or_edited_rows_are_found_by_count_and_against_the_manifest(
+    tmp_path: Path,
+) -> None:
+    """The attack on the index itself: a patient's rows deleted (then the count "repaired"),
+    a row's split edited. The count check stops every answer at once; the full check names
+    the dataset; a rebuild restores it."""
+    from sqlalchemy import create_engine, text
+
+    mlflow = _registry()
+    url = f"sqlite:///{tmp_path / 'index.db'}"
+    index = LineageIndex(url)
+    index.rebuild(mlflow.client)
+    assert index.verify(mlflow.client).ok
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        patient = connection.execute(text("SELECT patient_id FROM idx_records LIMIT 1")).scalar()
+        connection.execute(text("DELETE FROM idx_records WHERE patient_id = :p"), {"p": patient})
+    with pytest.raises(AuditError, match="disagrees with the manifests"):
+        index.check_fresh(mlflow.client)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE idx_datasets SET records = "
+                "(SELECT count(*) FROM idx_records WHERE dataset_id = idx_datasets.id)"
+            )
+        )
+    index.check_fresh(mlflow.client)  # counts repaired: only the full check can tell now
+    result = index.verify(mlflow.client)
+    assert not result.ok and "manifest rows missing" in result.mismatches[0]
+    index.rebuild(mlflow.client)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE idx_records SET split = 'test' WHERE rowid = 1"))
+    assert not index.verify(mlflow.client).ok
+    engine.dispose()
+
+
 def test_rebuild_stops_at_a_version_whose_lineage_is_incomplete(tmp_path: Path) -> None:
     mlflow = _registry()
     del mlflow.runs["run-cxr-3"].data.params["dataset_md5"]

@@ -56,11 +56,26 @@ def test_bad_bodies(kind: str | None, body: bytes, status: int) -> None:
 
 
 def test_accept_header() -> None:
-    for ok in (None, "", "*/*", "application/json", "text/html, application/json;q=0.9"):
+    for ok in (
+        None,
+        "",
+        "*/*",
+        "application/json",
+        "text/html, application/json;q=0.9",
+        "*/*;q=0, application/json;q=0.1",  # the specific range decides
+        "application/*;q=0.5",
+    ):
         check_accept(ok)
-    with pytest.raises(RequestError) as info:
-        check_accept("text/csv")
-    assert info.value.status == 406
+    for refused in (
+        "text/csv",
+        "*/*;q=0, application/json;q=0",  # q=0 is "not acceptable" (RFC 9110)
+        "application/json;q=0",
+        "application/json;q=0, */*",  # the most specific match refuses JSON
+        "application/json;q=bogus",
+    ):
+        with pytest.raises(RequestError) as info:
+            check_accept(refused)
+        assert info.value.status == 406, refused
 
 
 def test_custom_attributes_fit_sagemakers_header_limit() -> None:

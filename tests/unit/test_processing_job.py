@@ -37,6 +37,10 @@ def run_job(
         (["--data-version", "v1", "--data-fraction", "0"], "--data-fraction must be in (0, 1]"),
         (["--data-version", "v1", "--data-fraction", "1.5"], "--data-fraction must be in (0, 1]"),
         (["--data-version", "v1", "--data-fraction", "0.1", "--source", "mnist"], "unknown source"),
+        (
+            ["--data-version", "v1", "--data-fraction", "0.1", "--source", "synthetic-cxr"],
+            "holds patients' records: it is published only with --pattern record",
+        ),
     ],
 )
 def test_failure_writes_the_exit_message_and_exits_non_zero(

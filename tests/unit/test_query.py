@@ -7,6 +7,7 @@ what their runs recorded."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,11 +115,18 @@ def test_the_recorded_data_and_the_registry_checks(mlflow: FakeMlflow) -> None:
     assert "dataset_md5: " + "0" * 32 in failed[0].detail
 
 
+def _signed_as_run(mlflow: FakeMlflow) -> Any:
+    """The metrics a training job signed: here, what each run shows (untouched runs)."""
+    return lambda _settings, client, side: dict(client.get_run(side.run_id).data.metrics)
+
+
 def test_compare_names_the_changed_parameters_metrics_and_records(
     mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr("lineage.query.compare.mlflow_client", lambda _: mlflow.client)
+    monkeypatch.setattr("lineage.query.compare.signed_metrics", _signed_as_run(mlflow))
     result = compare(Settings(home=tmp_path), "digits/1", "digits@champion")
+    assert result.ok and result.disagreements == []
     assert (result.a.version, result.b.version, result.b.aliases) == ("1", "2", ["champion"])
     assert [(p.name, p.a, p.b) for p in result.params if not p.same] == [("epochs", "3", "5")]
     names = {p.name for p in result.params}
@@ -138,6 +146,27 @@ def test_compare_names_the_changed_parameters_metrics_and_records(
     assert result.to_json()["records"]["added"] == [
         {"record_id": "d", "split": "train", "label": "0"}
     ]
+
+
+def test_compare_fails_when_a_runs_metrics_differ_from_the_signed_ones(
+    mlflow: FakeMlflow, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`log_metric` on a finished run changes what MLflow shows; the signed provenance keeps
+    what justified the model: compare shows the signed value and fails."""
+    monkeypatch.setattr("lineage.query.compare.mlflow_client", lambda _: mlflow.client)
+    signed = _signed_as_run(mlflow)
+
+    def lowered(settings: Settings, client: Any, side: Any) -> dict[str, float]:
+        found: dict[str, float] = signed(settings, client, side)
+        return {**found, "best_val_accuracy": 0.5} if side.version == "2" else found
+
+    monkeypatch.setattr("lineage.query.compare.signed_metrics", lowered)
+    result = compare(Settings(home=tmp_path), "digits/1", "digits/2")
+    assert not result.ok
+    (disagreement,) = result.disagreements
+    assert disagreement.startswith("digits/2: best_val_accuracy: the run shows 0.95")
+    row = next(r for r in result.metrics if r.name == "best_val_accuracy")
+    assert row.b == 0.5  # the signed value is the one shown
 
 
 def test_compare_refuses_a_manifest_changed_after_training(

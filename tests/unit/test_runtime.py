@@ -118,6 +118,7 @@ def test_the_record_pattern_stages_the_consent_snapshot_where_the_runner_says(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def snapshot(_: Settings, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
         (directory / "snapshot.json").write_text(json.dumps({"consenting": ["p1"]}))
         return directory
 
@@ -129,11 +130,12 @@ def test_the_record_pattern_stages_the_consent_snapshot_where_the_runner_says(
         runner=runner,
         stream=False,
     )
-    ((_, run_id),) = runner.consent
+    ((_, _, run_id),) = [s for s in runner.staged if s[0] == "consent"]
     assert run_id == done.output.tag
     ((spec, _),) = runner.processed
-    (consent,) = spec.inputs
+    consent, evidence = spec.inputs
     assert consent.source == f"s3://bucket/consent/{run_id}/"
+    assert evidence.source == f"s3://bucket/evidence/{run_id}/"
     assert "--pattern" in spec.arguments
 
 
